@@ -1,0 +1,145 @@
+"""Validate the template answers before anything is rendered.
+
+Each failed check prints one line naming the field, the bad value and what is allowed, and
+the hook exits non-zero: cookiecutter then raises FailedHookException and removes the output.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+import sys
+
+# Rendered values are read through JSON in a raw ''' string: tojson escapes every quote and
+# backslash, so no answer can break out of the literal (a """ string would end early).
+ANSWERS: dict[str, str] = {
+    "project_name": json.loads(r'''{{ cookiecutter.project_name | tojson }}'''),
+    "project_slug": json.loads(r'''{{ cookiecutter.project_slug | tojson }}'''),
+    "package_name": json.loads(r'''{{ cookiecutter.package_name | tojson }}'''),
+    "description": json.loads(r'''{{ cookiecutter.description | tojson }}'''),
+    "author_name": json.loads(r'''{{ cookiecutter.author_name | tojson }}'''),
+    "author_email": json.loads(r'''{{ cookiecutter.author_email | tojson }}'''),
+}
+
+SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
+PACKAGE_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+MAX_TEXT_LENGTH = 200
+MAX_NAME_LENGTH = 40
+
+# Import names the generated project depends on or creates next to its package: a package
+# with one of these names would shadow the real module.
+DEPENDENCY_IMPORT_NAMES = frozenset(
+    {
+        "aiosqlite",
+        "alembic",
+        "anyio",
+        "asyncpg",
+        "coverage",
+        "fastapi",
+        "greenlet",
+        "httpx",
+        "migrations",
+        "mypy",
+        "pydantic",
+        "pydantic_settings",
+        "pytest",
+        "pytest_asyncio",
+        "ruff",
+        "sqlalchemy",
+        "starlette",
+        "tests",
+        "uvicorn",
+    }
+)
+
+
+def text_error(field: str, value: str) -> str | None:
+    """Return why a free-text answer is unusable, or None if it is fine."""
+    if not value.strip():
+        return f"{field} is empty; give a short non-empty text"
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        return (
+            f"{field} {value!r} contains a control character (newline, tab, ...); "
+            "use one plain line"
+        )
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"{field} is {len(value)} characters long; keep it to {MAX_TEXT_LENGTH} or fewer"
+    return None
+
+
+def slug_error(slug: str) -> str | None:
+    """Return why ``slug`` is not a valid project slug, or None if it is fine."""
+    if len(slug) > MAX_NAME_LENGTH:
+        return (
+            f"project_slug {slug!r} is {len(slug)} characters long; use at most {MAX_NAME_LENGTH}"
+        )
+    if SLUG_PATTERN.fullmatch(slug):
+        return None
+    return (
+        f"project_slug {slug!r} is invalid; use lowercase ASCII letters, digits and single "
+        "'-' or '_' separators, starting with a letter (e.g. 'my-service')"
+    )
+
+
+def package_error(name: str) -> str | None:
+    """Return why ``name`` cannot be the Python package name, or None if it is fine."""
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"package_name {name!r} is {len(name)} characters long; use at most {MAX_NAME_LENGTH}"
+        )
+    if not PACKAGE_PATTERN.fullmatch(name):
+        return (
+            f"package_name {name!r} is invalid; use a lowercase ASCII identifier: letters, "
+            "digits and '_', starting with a letter (e.g. 'my_service')"
+        )
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return (
+            f"package_name {name!r} is a Python keyword; "
+            f"choose another name (e.g. '{name}_service')"
+        )
+    if name in sys.stdlib_module_names:
+        return (
+            f"package_name {name!r} shadows the standard-library module of that name; "
+            f"choose another name (e.g. '{name}_service')"
+        )
+    if name in DEPENDENCY_IMPORT_NAMES:
+        return (
+            f"package_name {name!r} shadows the import name of a dependency or project folder; "
+            f"choose another name (e.g. '{name}_service')"
+        )
+    return None
+
+
+def email_error(email: str) -> str | None:
+    """Return why ``email`` does not look like an e-mail address, or None if it does."""
+    if EMAIL_PATTERN.fullmatch(email):
+        return None
+    return f"author_email {email!r} is not an e-mail address; use the form 'name@example.com'"
+
+
+def find_errors(answers: dict[str, str]) -> list[str]:
+    """Return one message per invalid answer, in prompt order."""
+    errors = [
+        text_error(field, answers[field])
+        for field in ("project_name", "description", "author_name")
+    ]
+    errors += [
+        slug_error(answers["project_slug"]),
+        package_error(answers["package_name"]),
+        email_error(answers["author_email"]),
+    ]
+    return [error for error in errors if error is not None]
+
+
+def main() -> int:
+    """Print every invalid answer on its own line; return 1 if there was any."""
+    errors = find_errors(ANSWERS)
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Alembic environment, from Alembic's async template.
+
+The URL comes from the service's settings (DATABASE_URL), never from alembic.ini. A caller
+that already holds a connection (tests, tools) passes it as config.attributes["connection"].
+"""
+
+from __future__ import annotations
+
+import asyncio
+from logging.config import fileConfig
+from typing import Any, Literal
+
+from alembic import context
+from alembic.autogenerate.api import AutogenContext
+from sqlalchemy.engine import Connection
+
+from {{ cookiecutter.package_name }}.core.config import get_settings
+from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, create_engine, utcnow
+
+# Import every module that defines models here, so that autogenerate sees their tables.
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name)
+
+target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """Render the service's own column pieces so that revisions suit every database."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        # Same DDL; the revision then does not depend on where the type lives.
+        return "sa.DateTime(timezone=True)"
+    if type_ == "server_default" and isinstance(getattr(obj, "arg", None), utcnow):
+        # Compiled per database at migration time; as text it would be SQLite- or
+        # PostgreSQL-only.
+        autogen_context.imports.add(f"from {utcnow.__module__} import utcnow")
+        return "utcnow()"
+    return False
+
+
+def configure(**options: Any) -> None:
+    """Configure the migration context with the options every mode shares."""
+    context.configure(
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+        render_item=render_item,
+        **options,
+    )
+
+
+def run_migrations_offline() -> None:
+    """Emit the SQL to stdout instead of running it ("alembic upgrade head --sql")."""
+    url = get_settings().sqlalchemy_url
+    configure(
+        url=url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        render_as_batch=url.get_backend_name() == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection: Connection) -> None:
+    """Run the migrations on ``connection`` in one transaction."""
+    # SQLite cannot ALTER most things: batch mode copies the table instead. With the
+    # engine's BEGIN handling, a migration that fails halfway rolls back on SQLite too.
+    configure(
+        connection=connection,
+        render_as_batch=connection.dialect.name == "sqlite",
+        transactional_ddl=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    if connection.dialect.name == "sqlite":
+        # Foreign keys are off during migrations (batch mode drops and recreates tables);
+        # make sure the data still satisfies them.
+        violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if violations:
+            raise RuntimeError(f"foreign key violations after migrating: {violations}")
+
+
+async def run_async_migrations() -> None:
+    """Create an engine from the settings and run the migrations on one of its connections."""
+    engine = create_engine(get_settings(), sqlite_foreign_keys=False)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_online() -> None:
+    """Run the migrations against the configured database, or the connection given."""
+    connection = config.attributes.get("connection")
+    if connection is None:
+        asyncio.run(run_async_migrations())
+    else:
+        do_run_migrations(connection)
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

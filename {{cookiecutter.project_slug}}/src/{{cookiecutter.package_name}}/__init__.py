@@ -1,0 +1,1 @@
+"""The {{ cookiecutter.package_name }} service."""

@@ -1,0 +1,104 @@
+"""Settings: read once from the environment and ``.env``, validated in one place."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "{{ cookiecutter.__database_url }}"
+
+# The one async driver each supported database runs on, and the driver names that are
+# rewritten to it. Any other driver would block the event loop or is not installed.
+ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+REWRITTEN_DRIVERS = {
+    "postgresql": {"", "asyncpg", "psycopg2"},
+    "sqlite": {"", "pysqlite", "aiosqlite"},
+}
+BACKEND_ALIASES = {"postgres": "postgresql"}
+EXAMPLE_URLS = "sqlite+aiosqlite:///./app.db or postgresql+asyncpg://user:password@host:5432/dbname"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot start the service; the message is one line and holds no secret."""
+
+
+def normalise_database_url(raw: str) -> str:
+    """Return ``raw`` rewritten to its async driver, or raise ValueError saying why it cannot be.
+
+    ``postgres://``, ``postgresql://`` and ``postgresql+psycopg2://`` become
+    ``postgresql+asyncpg://`` (SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3);
+    ``sqlite://`` becomes ``sqlite+aiosqlite://``. The URL is parsed with ``make_url`` and kept
+    as a string, so paths such as ``sqlite+aiosqlite:///../data/dev.db`` stay as written.
+    """
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ValueError(
+            f"DATABASE_URL is not a database URL; expected e.g. {EXAMPLE_URLS}"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    backend = BACKEND_ALIASES.get(backend, backend)
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(
+            f"DATABASE_URL names the unsupported database {backend!r}; "
+            f"use SQLite or PostgreSQL, e.g. {EXAMPLE_URLS}"
+        )
+    async_driver = ASYNC_DRIVERS[backend]
+    if driver not in REWRITTEN_DRIVERS[backend]:
+        raise ValueError(
+            f"DATABASE_URL uses the driver {driver!r}, which this service cannot run without "
+            f"blocking the event loop; use {backend}+{async_driver}://"
+        )
+    return url.set(drivername=f"{backend}+{async_driver}").render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    """Service settings; each field reads the environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    app_name: str = {{ cookiecutter.project_name | py_string }}
+    # SecretStr keeps the password out of reprs, logs and error messages.
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    database_echo: bool = False
+    # PostgreSQL connection pool (SQLite uses SQLAlchemy's defaults for its driver).
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout: float = Field(default=30.0, gt=0)
+    database_pool_recycle: int = Field(default=1800, ge=-1)
+    database_pool_pre_ping: bool = True
+    # How long a SQLite connection waits for another writer before "database is locked".
+    database_sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _normalise_database_url(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(normalise_database_url(value.get_secret_value()))
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The database URL as a SQLAlchemy ``URL`` (its repr masks the password)."""
+        return make_url(self.database_url.get_secret_value())
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Summarise ``error`` in one line that names each bad setting but never its value."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in item["loc"]).upper()
+        reason = str(item.get("ctx", {}).get("error", item["msg"]))
+        problems.append(reason if reason.startswith(field) else f"{field}: {reason}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+@cache
+def get_settings() -> Settings:
+    """Return the settings, loaded once; raise ConfigurationError if they are invalid."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError(describe_validation_error(error)) from None

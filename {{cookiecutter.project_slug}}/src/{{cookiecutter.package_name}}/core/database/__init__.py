@@ -1,0 +1,28 @@
+"""The database layer's public API: import from here, not from the modules behind it."""
+
+from .base import NAMING_CONVENTION, Base, UTCDateTime
+from .mixins import TimestampMixin, utcnow
+from .session import (
+    SessionDep,
+    create_engine,
+    dispose_engine,
+    get_engine,
+    get_session,
+    get_sessionmaker,
+    session_scope,
+)
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "SessionDep",
+    "TimestampMixin",
+    "UTCDateTime",
+    "create_engine",
+    "dispose_engine",
+    "get_engine",
+    "get_session",
+    "get_sessionmaker",
+    "session_scope",
+    "utcnow",
+]

@@ -1,0 +1,122 @@
+"""The async engine, the session factory and the per-request session dependency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from ..config import Settings, get_settings
+
+
+def is_sqlite_memory(url: URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database."""
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, foreign_keys: bool) -> None:
+    """Make SQLite behave: real transactions, foreign keys, WAL and a busy timeout.
+
+    pysqlite/aiosqlite never emit BEGIN before a SELECT, so a test that commits inside a
+    SAVEPOINT leaks rows, and a failed migration is not rolled back. Turning the driver's own
+    transaction handling off and emitting BEGIN ourselves fixes both; BEGIN IMMEDIATE takes
+    the write lock up front, so concurrent read-then-write transactions wait for each other
+    (up to the busy timeout) instead of failing with "database is locked".
+    https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+    """
+    file_database = not is_sqlite_memory(settings.sqlalchemy_url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        cursor.execute(f"PRAGMA busy_timeout = {settings.database_sqlite_busy_timeout_ms}")
+        if file_database:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
+    """Create the engine that ``settings`` describe; no connection is opened yet.
+
+    ``sqlite_foreign_keys=False`` is for migrations: SQLite's batch mode copies and drops
+    tables, which with foreign keys on would cascade or fail.
+    """
+    url = settings.sqlalchemy_url
+    if url.get_backend_name() == "sqlite":
+        # In-memory databases get SQLAlchemy's StaticPool: one shared connection, so every
+        # session sees the same database (and dispose() wipes it).
+        engine = create_async_engine(url, echo=settings.database_echo)
+        _configure_sqlite(engine, settings, foreign_keys=sqlite_foreign_keys)
+        return engine
+    return create_async_engine(
+        url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        pool_recycle=settings.database_pool_recycle,
+        pool_pre_ping=settings.database_pool_pre_ping,
+    )
+
+
+@cache
+def get_engine() -> AsyncEngine:
+    """Return the service's engine, created on first use from the settings."""
+    return create_engine(get_settings())
+
+
+@cache
+def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
+    """Return the service's session factory (objects stay loaded after commit)."""
+    return async_sessionmaker(get_engine(), expire_on_commit=False)
+
+
+async def dispose_engine() -> None:
+    """Close the service's pooled connections, if an engine was ever created."""
+    if get_engine.cache_info().currsize:
+        await get_engine().dispose()
+    get_sessionmaker.cache_clear()
+    get_engine.cache_clear()
+
+
+@asynccontextmanager
+async def session_scope(
+    factory: async_sessionmaker[AsyncSession] | None = None,
+) -> AsyncIterator[AsyncSession]:
+    """Open a session; commit if the block succeeds, roll back if it raises, always close."""
+    async with (factory or get_sessionmaker())() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+async def get_session() -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: one session per request, committed when the handler returns."""
+    async with session_scope() as session:
+        yield session
+
+
+# scope="function" runs the commit before the response is sent, so a commit that fails
+# becomes a 5xx instead of a 200 for a change that was never stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

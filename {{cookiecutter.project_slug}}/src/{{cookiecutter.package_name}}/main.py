@@ -1,0 +1,62 @@
+"""The FastAPI application: lifespan, and the health check."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI, Response, status
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .core.config import ConfigurationError, get_settings
+from .core.database import SessionDep, dispose_engine
+
+logger = logging.getLogger(__name__)
+
+
+class Health(BaseModel):
+    """The answer of ``GET /health``."""
+
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Start without touching the database (it may come up later); close the pool on exit."""
+    yield
+    await dispose_engine()
+
+
+def create_app() -> FastAPI:
+    """Build the application; invalid settings stop it here with a one-line reason."""
+    try:
+        settings = get_settings()
+    except ConfigurationError as error:
+        raise SystemExit(f"{{ cookiecutter.package_name }}: {error}") from None
+    app = FastAPI(title=settings.app_name, lifespan=lifespan)
+
+    @app.get(
+        "/health",
+        responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
+    )
+    async def health(session: SessionDep, response: Response) -> Health:
+        """Answer 200 when the database answers ``SELECT 1``, 503 otherwise."""
+        try:
+            await session.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as error:
+            # The exception type only: driver messages can hold host names or credentials.
+            logger.warning("health check: database unreachable (%s)", type(error).__name__)
+            await session.rollback()
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            return Health(status="unavailable", detail="database unreachable")
+        return Health(status="ok")
+
+    return app
+
+
+app = create_app()
