@@ -15,15 +15,18 @@ def quoted(value: object) -> str:
 
 
 def py_string(value: object) -> str:
-    """Return ``value`` as a double-quoted, ASCII-only Python string literal.
+    """Return ``value`` as an ASCII-only Python string literal in the form ``ruff format`` keeps.
 
-    Non-ASCII characters become lowercase escapes (the form ``ruff format`` keeps), so the
-    rendered file is lint-clean whatever the answer holds (no confusable-character warnings).
+    Non-ASCII characters become lowercase escapes, so the rendered file is lint-clean whatever
+    the answer holds (no confusable-character warnings). Like the formatter, it uses double
+    quotes unless the text holds more double than single quotes.
     """
+    text = str(value)
+    quote = "'" if text.count('"') > text.count("'") else '"'
     parts = []
-    for char in str(value):
+    for char in text:
         code = ord(char)
-        if char in '\\"':
+        if char in ("\\", quote):
             parts.append("\\" + char)
         elif 32 <= code < 127:
             parts.append(char)
@@ -33,7 +36,7 @@ def py_string(value: object) -> str:
             parts.append(f"\\u{code:04x}")
         else:
             parts.append(f"\\U{code:08x}")
-    return '"' + "".join(parts) + '"'
+    return quote + "".join(parts) + quote
 
 
 QuotedFilter = simple_filter(quoted)

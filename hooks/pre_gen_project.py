@@ -28,9 +28,10 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 MAX_TEXT_LENGTH = 200
 MAX_NAME_LENGTH = 40
 
-# Import names the generated project depends on or creates next to its package: a package
-# with one of these names would shadow the real module.
-DEPENDENCY_IMPORT_NAMES = frozenset(
+# Import names the generated project depends on or creates next to its package, and the
+# standard library's "test" package (absent from sys.stdlib_module_names): a package with
+# one of these names would shadow the real module.
+RESERVED_IMPORT_NAMES = frozenset(
     {
         "aiosqlite",
         "alembic",
@@ -49,6 +50,7 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "ruff",
         "sqlalchemy",
         "starlette",
+        "test",
         "tests",
         "uvicorn",
     }
@@ -64,6 +66,8 @@ def text_error(field: str, value: str) -> str | None:
             f"{field} {value!r} contains a control character (newline, tab, ...); "
             "use one plain line"
         )
+    if not any(char.isalnum() for char in value):
+        return f"{field} {value!r} has no letter or digit; use some letters or digits"
     if len(value) > MAX_TEXT_LENGTH:
         return f"{field} is {len(value)} characters long; keep it to {MAX_TEXT_LENGTH} or fewer"
     return None
@@ -104,7 +108,7 @@ def package_error(name: str) -> str | None:
             f"package_name {name!r} shadows the standard-library module of that name; "
             f"choose another name (e.g. '{name}_service')"
         )
-    if name in DEPENDENCY_IMPORT_NAMES:
+    if name in RESERVED_IMPORT_NAMES:
         return (
             f"package_name {name!r} shadows the import name of a dependency or project folder; "
             f"choose another name (e.g. '{name}_service')"

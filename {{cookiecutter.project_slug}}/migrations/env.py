@@ -15,7 +15,12 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
 from {{ cookiecutter.package_name }}.core.config import get_settings
-from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, create_engine, utcnow
+from {{ cookiecutter.package_name }}.core.database import (
+    Base,
+    UTCDateTime,
+    create_engine,
+    utcnow,
+)
 
 # Import every module that defines models here, so that autogenerate sees their tables.
 

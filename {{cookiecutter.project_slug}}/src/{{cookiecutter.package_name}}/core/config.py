@@ -9,8 +9,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-DEFAULT_DATABASE_URL = "{{ cookiecutter.__database_url }}"
-
 # The one async driver each supported database runs on, and the driver names that are
 # rewritten to it. Any other driver would block the event loop or is not installed.
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
@@ -53,7 +51,9 @@ def normalise_database_url(raw: str) -> str:
             f"DATABASE_URL uses the driver {driver!r}, which this service cannot run without "
             f"blocking the event loop; use {backend}+{async_driver}://"
         )
-    return url.set(drivername=f"{backend}+{async_driver}").render_as_string(hide_password=False)
+    # Only the scheme changes: the rest stays byte for byte as written.
+    rest = raw.strip()[len(url.drivername) :]
+    return f"{backend}+{async_driver}{rest}"
 
 
 class Settings(BaseSettings):
@@ -61,9 +61,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    app_name: str = {{ cookiecutter.project_name | py_string }}
+    # The title of the API docs. (One argument per line keeps the formatting stable
+    # for names of any length.)
+    app_name: str = Field(
+        default={{ cookiecutter.project_name | py_string }},
+    )
     # SecretStr keeps the password out of reprs, logs and error messages.
-    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    # Defaults to the database chosen when the project was generated.
+    database_url: SecretStr = Field(
+        default="{{ cookiecutter.__database_url }}",
+        validate_default=True,
+    )
     database_echo: bool = False
     # PostgreSQL connection pool (SQLite uses SQLAlchemy's defaults for its driver).
     database_pool_size: int = Field(default=5, ge=1)

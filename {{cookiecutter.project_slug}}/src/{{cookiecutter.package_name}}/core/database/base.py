@@ -38,7 +38,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
+        if value.utcoffset() is None:
             raise ValueError(
                 f"naive datetime {value.isoformat()} has no time zone; "
                 "pass an aware value such as datetime.now(UTC)"

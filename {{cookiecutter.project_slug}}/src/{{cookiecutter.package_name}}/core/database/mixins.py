@@ -16,9 +16,10 @@ from .base import UTCDateTime
 class utcnow(FunctionElement[datetime]):
     """The current UTC time, computed by the database.
 
-    PostgreSQL: CURRENT_TIMESTAMP (timestamptz, microseconds). SQLite's CURRENT_TIMESTAMP has
-    whole seconds only, so an update within the same second as the insert would not show;
-    STRFTIME with %f keeps milliseconds.
+    PostgreSQL: statement_timestamp() (timestamptz, microseconds), not CURRENT_TIMESTAMP,
+    which is frozen at the start of the transaction: two updates in one transaction would get
+    the same time. SQLite's CURRENT_TIMESTAMP has whole seconds only, so an update within the
+    same second as the insert would not show; STRFTIME with %f keeps milliseconds.
     https://docs.sqlalchemy.org/en/21/core/compiler.html#utc-timestamp-function
     """
 
@@ -29,6 +30,11 @@ class utcnow(FunctionElement[datetime]):
 @compiles(utcnow)
 def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
     return "CURRENT_TIMESTAMP"
+
+
+@compiles(utcnow, "postgresql")
+def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "statement_timestamp()"
 
 
 @compiles(utcnow, "sqlite")

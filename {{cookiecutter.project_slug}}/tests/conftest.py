@@ -1,0 +1,114 @@
+"""Test harness: one engine per run; each test runs in a transaction rolled back at its end.
+
+Tests run on in-memory SQLite by default. With TEST_DATABASE_URL pointing at a PostgreSQL
+server they run there instead, in a uniquely named database created for the run and dropped
+after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.core.database import (
+    Base,
+    create_engine,
+    get_session,
+    session_scope,
+)
+from {{ cookiecutter.package_name }}.main import app
+
+from tests import models  # noqa: F401 - registers the test tables on Base.metadata
+from tests.harness import (
+    MEMORY_URL,
+    postgres_server_url,
+    rolled_back_connection,
+    savepoint_sessionmaker,
+    temporary_database,
+)
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """The database of this run: in-memory SQLite, or a fresh PostgreSQL database."""
+    server_url = postgres_server_url()
+    if server_url is None:
+        yield MEMORY_URL
+        return
+    async with temporary_database(server_url) as url:
+        yield url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Settings for the run's database, ignoring any local .env file."""
+    return Settings(database_url=database_url, _env_file=None)
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The one engine of the run, with every table created."""
+    engine = create_engine(settings)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    yield engine
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+    await engine.dispose()
+
+
+@pytest.fixture
+def backend(engine: AsyncEngine) -> str:
+    """The name of the database under test: "sqlite" or "postgresql"."""
+    return engine.dialect.name
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """This test's connection; everything it does, commits included, is rolled back."""
+    async with rolled_back_connection(engine) as connection:
+        yield connection
+
+
+@pytest.fixture
+def session_factory(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions bound to this test's connection (their commits release a SAVEPOINT)."""
+    return savepoint_sessionmaker(connection)
+
+
+@pytest.fixture
+async def session(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session inside this test's transaction."""
+    async with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app, its lifespan entered and its sessions in this test's
+    transaction (committed through the same ``session_scope`` as in production)."""
+
+    async def test_session() -> AsyncIterator[AsyncSession]:
+        async with session_scope(session_factory) as session:
+            yield session
+
+    app.dependency_overrides[get_session] = test_session
+    # ASGITransport does not run the lifespan, so enter it here. raise_app_exceptions=False
+    # lets an unhandled error reach the client as the 500 a real server would send.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            yield client
+    finally:
+        app.dependency_overrides.clear()

@@ -1,0 +1,70 @@
+"""Building blocks of the test harness, shared by conftest.py and the tests that check it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from {{ cookiecutter.package_name }}.core.config import normalise_database_url
+
+MEMORY_URL = "sqlite+aiosqlite:///:memory:"
+
+
+def postgres_server_url() -> URL | None:
+    """The PostgreSQL server named by TEST_DATABASE_URL, or None to test on SQLite."""
+    raw = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    url = make_url(normalise_database_url(raw))
+    return url if url.get_backend_name() == "postgresql" else None
+
+
+async def _run_autocommit(server_url: URL, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def temporary_database(server_url: URL) -> AsyncIterator[URL]:
+    """Create a uniquely named PostgreSQL database on ``server_url``; drop it afterwards."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    await _run_autocommit(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.set(database=name)
+    finally:
+        await _run_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def rolled_back_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back at the end, whatever happened."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield connection
+        finally:
+            if transaction.is_active:
+                await transaction.rollback()
+
+
+def savepoint_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``connection`` whose commits and rollbacks only touch a SAVEPOINT."""
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )

@@ -1,0 +1,108 @@
+"""The application: start-up, lifespan and the health check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.core.database import (
+    create_engine,
+    get_session,
+    session_scope,
+)
+from {{ cookiecutter.package_name }}.main import app, create_app
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+async def test_health_answers_ok_when_the_database_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "detail": None}
+
+
+@pytest.mark.parametrize(
+    "unreachable_url",
+    [
+        "sqlite+aiosqlite:////nonexistent-directory/for/health.db",
+        "postgresql+asyncpg://svc:hunter2-secret@127.0.0.1:1/nothing",
+    ],
+    ids=["sqlite", "postgresql"],
+)
+async def test_health_answers_503_when_the_database_is_unreachable(
+    client: httpx.AsyncClient, unreachable_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(Settings(database_url=unreachable_url, _env_file=None))
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def unreachable_session() -> AsyncIterator[AsyncSession]:
+        async with session_scope(factory) as session:
+            yield session
+
+    app.dependency_overrides[get_session] = unreachable_session
+    try:
+        response = await client.get("/health")
+    finally:
+        await engine.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "detail": "database unreachable"}
+    assert "database unreachable" in caplog.text
+    assert "hunter2-secret" not in caplog.text + response.text
+
+
+def test_create_app_stops_with_one_line_on_a_bad_database_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://svc:hunter2-secret@db/app")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            create_app()
+    finally:
+        get_settings.cache_clear()
+    message = str(stopped.value.code)
+    assert "DATABASE_URL uses the driver 'pg8000'" in message
+    assert "\n" not in message
+    assert "hunter2-secret" not in message
+
+
+def test_the_service_refuses_to_start_on_a_bad_database_url() -> None:
+    env = {**os.environ, "DATABASE_URL": "mysql://svc:hunter2-secret@db/app"}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}.main"],
+        cwd=PROJECT_ROOT,
+        env={**env, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"{PACKAGE}: invalid settings: DATABASE_URL names the unsupported database "
+        "'mysql'; use SQLite or PostgreSQL, e.g. sqlite+aiosqlite:///./app.db or "
+        "postgresql+asyncpg://user:password@host:5432/dbname"
+    ]
+
+
+def test_importing_the_app_opens_no_connection() -> None:
+    code = f"import {PACKAGE}.main, {PACKAGE}.core.database.session as s; print(s.get_engine.cache_info().currsize)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "0"
