@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.database import (
     create_engine,
+    dispose_engine,
+    get_engine,
     get_session,
     session_scope,
 )
@@ -57,6 +59,24 @@ async def test_health_answers_503_when_the_database_is_unreachable(
     assert response.json() == {"status": "unavailable", "detail": "database unreachable"}
     assert "database unreachable" in caplog.text
     assert "hunter2-secret" not in caplog.text + response.text
+
+
+async def test_lifespan_closes_the_pool_on_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lifespan.db'}")
+    get_settings.cache_clear()
+    try:
+        async with app.router.lifespan_context(app):
+            engine = get_engine()
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+            assert engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        assert engine.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        assert get_engine() is not engine
+    finally:
+        await dispose_engine()
+        get_settings.cache_clear()
 
 
 def test_create_app_stops_with_one_line_on_a_bad_database_url(

@@ -1,0 +1,196 @@
+"""Bake every option combination and hold each result to the same bar.
+
+For the ``--no-input`` default and each ``database`` x ``python_version``: the bake succeeds,
+leaves no template syntax, passes ruff, ruff format and mypy --strict, and its own test
+suite passes on in-memory SQLite and on PostgreSQL, run by that Python version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+
+OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
+COMBINATIONS = [
+    {"database": database, "python_version": version}
+    for database in OPTIONS["database"]
+    for version in OPTIONS["python_version"]
+]
+BAKES = [{}, *COMBINATIONS]
+BAKE_IDS = ["default", *(f"{c['database']}-py{c['python_version']}" for c in COMBINATIONS)]
+TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
+PASSED = re.compile(r"(\d+) passed")
+
+
+@dataclass(frozen=True)
+class Baked:
+    """A baked project and what it was asked for."""
+
+    path: Path
+    database: str
+    python_version: str
+    package: str
+
+
+def find_interpreter(version: str) -> str:
+    """A working ``python<version>``: on PATH, or installed by pyenv but not on its PATH."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv = shutil.which("pyenv")
+    if pyenv is not None:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
+        versions = Path(root.stdout.strip()) / "versions"
+        candidates += sorted(map(str, versions.glob(f"{version}.*/bin/python{version}")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "--version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return candidate
+    pytest.fail(f"python{version} is not installed; the template supports it", pytrace=False)
+
+
+def python_for(version: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An interpreter of ``version`` with the template's dev tools (one venv per version)."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return Path(sys.executable)
+    venv = tmp_path_factory.getbasetemp() / f"venv-{version}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        run([find_interpreter(version), "-m", "venv", str(venv)], cwd=REPO_ROOT)
+        run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], cwd=REPO_ROOT)
+        run([str(python), "-m", "pip", "install", "-q", "--group", "dev"], cwd=REPO_ROOT)
+    return python
+
+
+@pytest.fixture(scope="module", params=BAKES, ids=BAKE_IDS)
+def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Baked:
+    result = cookies_session.bake(extra_context=request.param)
+    assert result.exception is None, result.exception
+    assert result.exit_code == 0
+    context = result.context
+    return Baked(
+        path=Path(result.project_path),
+        database=context["database"],
+        python_version=context["python_version"],
+        package=context["package_name"],
+    )
+
+
+def text_files(root: Path) -> list[Path]:
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".db"
+    ]
+
+
+def test_bake_leaves_no_template_syntax(baked: Baked) -> None:
+    leftovers = [
+        str(path.relative_to(baked.path))
+        for path in text_files(baked.path)
+        if TEMPLATE_SYNTAX.search(path.read_text(encoding="utf-8"))
+    ]
+    assert leftovers == []
+
+
+def test_bake_has_the_documented_layout(baked: Baked) -> None:
+    expected = [
+        "pyproject.toml",
+        "README.md",
+        ".gitignore",
+        ".env",
+        ".env.example",
+        "alembic.ini",
+        "migrations/env.py",
+        "migrations/script.py.mako",
+        "migrations/versions",
+        f"src/{baked.package}/__init__.py",
+        f"src/{baked.package}/py.typed",
+        f"src/{baked.package}/main.py",
+        f"src/{baked.package}/core/config.py",
+        *(
+            f"src/{baked.package}/core/database/{name}.py"
+            for name in ("__init__", "session", "base", "mixins")
+        ),
+        "tests/conftest.py",
+        "tests/test_main.py",
+        *(f"tests/core/database/test_{name}.py" for name in ("session", "base", "mixins")),
+    ]
+    assert [name for name in expected if not (baked.path / name).exists()] == []
+
+
+def test_bake_selects_the_chosen_database(baked: Baked) -> None:
+    env = (baked.path / ".env").read_text()
+    assert env == (baked.path / ".env.example").read_text()
+    project = tomllib.loads((baked.path / "pyproject.toml").read_text())["project"]
+    asyncpg_required = any(dep.startswith("asyncpg") for dep in project["dependencies"])
+    if baked.database == "postgresql":
+        url = f"postgresql+asyncpg://postgres:postgres@localhost:5432/{baked.package}"
+        assert f"DATABASE_URL={url}\n" in env
+        assert asyncpg_required
+    else:
+        assert "DATABASE_URL=sqlite+aiosqlite:///./app.db\n" in env
+        assert not asyncpg_required
+    assert project["optional-dependencies"]["postgres"][0].startswith("asyncpg")
+    assert project["requires-python"] == f">={baked.python_version}"
+    # SQLAlchemy 2.1 installs greenlet, needed by every async call, only with [asyncio].
+    assert any(dep.startswith("sqlalchemy[asyncio]") for dep in project["dependencies"])
+    assert ".env\n" in (baked.path / ".gitignore").read_text()
+
+
+def test_baked_project_passes_ruff_check(baked: Baked) -> None:
+    run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=baked.path)
+
+
+def test_baked_project_passes_ruff_format_check(baked: Baked) -> None:
+    run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], cwd=baked.path)
+
+
+def test_baked_project_passes_mypy_strict(
+    baked: Baked, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
+    result = run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache)], cwd=baked.path
+    )
+    assert "Success: no issues found" in result.stdout
+
+
+def run_suite(baked: Baked, python: Path, **env: str) -> int:
+    """Run the baked project's own tests; return how many passed (none may skip)."""
+    result = run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=baked.path,
+        env=clean_env(**env),
+        timeout=900,
+    )
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "failed" not in summary
+    assert "skipped" not in summary
+    assert "Required test coverage of 95" in result.stdout
+    match = PASSED.search(summary)
+    assert match is not None, summary
+    return int(match.group(1))
+
+
+def test_baked_suite_passes_on_in_memory_sqlite(
+    baked: Baked, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    python = python_for(baked.python_version, tmp_path_factory)
+    assert run_suite(baked, python) >= 60
+
+
+def test_baked_suite_passes_on_postgresql(
+    baked: Baked, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    python = python_for(baked.python_version, tmp_path_factory)
+    assert run_suite(baked, python, TEST_DATABASE_URL=postgres.async_url()) >= 60

@@ -1,0 +1,210 @@
+"""The READMEs' Quick start commands, followed literally: they must generate, serve and test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from tests.conftest import REPO_ROOT, PostgresServer, clean_env, run
+
+TEMPLATE_README = REPO_ROOT / "README.md"
+CI_SCRIPT = REPO_ROOT / ".ci" / "run"
+TEMPLATE_PLACEHOLDER = "gh:org/template"
+HEALTH_TIMEOUT = 300.0
+
+
+def quick_start_blocks(markdown: str) -> list[str]:
+    """The ```bash code blocks of the ``## Quick start`` section, stripped, in order."""
+    match = re.search(r"^## Quick start[ \t]*\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    assert match, "no '## Quick start' section"
+    blocks = re.findall(r"^```bash[ \t]*\n(.*?)^```[ \t]*$", match.group(1), re.M | re.S)
+    return [block.strip() for block in blocks]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(log: Path, size: int = 6000) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-size:] if log.exists() else ""
+
+
+def _get_health(port: int) -> tuple[int, str] | None:
+    """``(status, body)`` of ``GET /health``, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the whole process group of ``process`` (SIGTERM, then SIGKILL)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=15)
+    # Children (uvicorn) may outlive the shell that started them.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=15)
+
+
+def serve_and_check_health(command: str, cwd: Path, env: dict[str, str], port: int) -> dict:
+    """Run ``command`` (a shell line that ends serving on ``port``) until /health says ok.
+
+    Fails early if the command exits, and with the log's tail on any failure; the whole
+    process group is killed afterwards in every case. Returns the health JSON.
+    """
+    log = cwd / f"serve-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + HEALTH_TIMEOUT
+            last: tuple[int, str] | None = None
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    pytest.fail(
+                        f"{command!r} exited {process.returncode} before /health answered\n"
+                        f"--- log tail\n{_log_tail(log)}",
+                        pytrace=False,
+                    )
+                last = _get_health(port)
+                if last is not None and last[0] == 200:
+                    body = json.loads(last[1])
+                    assert body.get("status") == "ok", f"/health said {body!r}"
+                    return body
+                time.sleep(1)
+            pytest.fail(
+                f"/health on port {port} did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
+                f"(last answer: {last!r})\n--- log tail\n{_log_tail(log)}",
+                pytrace=False,
+            )
+        finally:
+            _stop(process)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    blocks = quick_start_blocks(TEMPLATE_README.read_text(encoding="utf-8"))
+    assert len(blocks) == 2, blocks
+    test_command = blocks[1]
+    assert "\n" not in test_command, test_command
+    ci_lines = [line.strip() for line in CI_SCRIPT.read_text(encoding="utf-8").splitlines()]
+    assert test_command in ci_lines, f"{CI_SCRIPT} does not run {test_command!r}"
+
+
+@pytest.mark.slow
+def test_template_quick_start_generates_and_serves_a_working_service(tmp_path: Path) -> None:
+    blocks = quick_start_blocks(TEMPLATE_README.read_text(encoding="utf-8"))
+    assert len(blocks) == 2, blocks
+    assert TEMPLATE_PLACEHOLDER in blocks[0], blocks[0]
+    command = blocks[0].replace(TEMPLATE_PLACEHOLDER, str(REPO_ROOT))
+
+    # `pip` and `cookiecutter` must come from a fresh environment, not from the test's own.
+    tools = tmp_path / "tools"
+    run(["python3", "-m", "venv", str(tools)], cwd=tmp_path)
+    path = f"{tools / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    port = free_port()
+    env = clean_env(UVICORN_PORT=str(port), PATH=path)
+
+    serve_and_check_health(command, tmp_path, env, port)
+
+    assert (tools / "bin" / "cookiecutter").exists(), "pip did not install into the fresh venv"
+    project = tmp_path / "my-service"
+    assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
+
+    generated = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
+    assert len(generated) == 2, generated
+    result = run(generated[1], cwd=project, env=clean_env(PATH=path))
+    assert "passed" in result.stdout, result.stdout[-3000:]
+
+
+async def _has_alembic_version(dsn_kwargs: dict[str, object]) -> bool:
+    """Whether the database has Alembic's ``alembic_version`` table (the template ships no
+    revisions, so the table is there but empty after ``alembic upgrade head``)."""
+    connection = await asyncpg.connect(**dsn_kwargs, timeout=5)
+    try:
+        return bool(await connection.fetchval("SELECT to_regclass('public.alembic_version')"))
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
+def test_generated_readme_quick_start_on_postgresql(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    from cookiecutter.main import cookiecutter
+
+    output = tmp_path / "out"
+    project = Path(
+        cookiecutter(
+            str(REPO_ROOT),
+            no_input=True,
+            output_dir=str(output),
+            extra_context={
+                "project_name": f"Readme Pg {uuid4().hex[:6]}",
+                "database": "postgresql",
+            },
+        )
+    )
+    package_name = project.name.replace("-", "_")
+    assert (project / "src" / package_name / "main.py").is_file()
+    env_file = (project / ".env").read_text(encoding="utf-8")
+    assert f"localhost:5432/{package_name}" in env_file, env_file
+
+    blocks = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) == 2, blocks
+
+    postgres.create_database(name=package_name)
+    try:
+        port = free_port()
+        serve_and_check_health(blocks[0], project, clean_env(UVICORN_PORT=str(port)), port)
+
+        has_table = asyncio.run(
+            _has_alembic_version(
+                {
+                    "host": postgres.url.host,
+                    "port": postgres.url.port or 5432,
+                    "user": postgres.url.username,
+                    "password": postgres.url.password,
+                    "database": package_name,
+                }
+            )
+        )
+        assert has_table, "`alembic upgrade head` did not create alembic_version"
+
+        result = run(blocks[1], cwd=project, env=clean_env())
+        assert "passed" in result.stdout, result.stdout[-3000:]
+    finally:
+        postgres.drop_database(package_name)
