@@ -19,7 +19,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from tests.conftest import REPO_ROOT, PostgresServer, clean_env, run
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
 
 TEMPLATE_README = REPO_ROOT / "README.md"
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.database import (
     Base,
     create_engine,
+    dispose_engine,
     get_session,
     session_scope,
 )
@@ -59,6 +60,17 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.drop_all)
     await engine.dispose()
+
+
+@pytest.fixture
+async def environ(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[pytest.MonkeyPatch]:
+    """``monkeypatch`` for environment variables that the service's cached settings and
+    engine then read afresh: both caches are emptied before and after the test."""
+    get_settings.cache_clear()
+    await dispose_engine()
+    yield monkeypatch
+    await dispose_engine()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

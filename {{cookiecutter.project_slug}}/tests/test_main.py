@@ -12,10 +12,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.database import (
     create_engine,
-    dispose_engine,
     get_engine,
     get_session,
     session_scope,
@@ -62,33 +61,24 @@ async def test_health_answers_503_when_the_database_is_unreachable(
 
 
 async def test_lifespan_closes_the_pool_on_shutdown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, environ: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lifespan.db'}")
-    get_settings.cache_clear()
-    try:
-        async with app.router.lifespan_context(app):
-            engine = get_engine()
-            async with engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-            assert engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
-        assert engine.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
-        assert get_engine() is not engine
-    finally:
-        await dispose_engine()
-        get_settings.cache_clear()
+    environ.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lifespan.db'}")
+    async with app.router.lifespan_context(app):
+        engine = get_engine()
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+        assert engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    assert engine.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert get_engine() is not engine
 
 
 def test_create_app_stops_with_one_line_on_a_bad_database_url(
-    monkeypatch: pytest.MonkeyPatch,
+    environ: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://svc:hunter2-secret@db/app")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            create_app()
-    finally:
-        get_settings.cache_clear()
+    environ.setenv("DATABASE_URL", "postgresql+pg8000://svc:hunter2-secret@db/app")
+    with pytest.raises(SystemExit) as stopped:
+        create_app()
     message = str(stopped.value.code)
     assert "DATABASE_URL uses the driver 'pg8000'" in message
     assert "\n" not in message

@@ -99,15 +99,11 @@ def test_settings_never_show_the_database_password(monkeypatch: pytest.MonkeyPat
 
 
 def test_get_settings_explains_a_bad_url_in_one_line_without_the_password(
-    monkeypatch: pytest.MonkeyPatch,
+    environ: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", "mysql://svc:hunter2-secret@db/app")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(ConfigurationError) as caught:
-            get_settings()
-    finally:
-        get_settings.cache_clear()
+    environ.setenv("DATABASE_URL", "mysql://svc:hunter2-secret@db/app")
+    with pytest.raises(ConfigurationError) as caught:
+        get_settings()
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(
@@ -116,14 +112,10 @@ def test_get_settings_explains_a_bad_url_in_one_line_without_the_password(
     assert "hunter2-secret" not in message
 
 
-def test_get_settings_names_every_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "sqlite:///./ok.db")
-    monkeypatch.setenv("DATABASE_POOL_SIZE", "0")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(
-            ConfigurationError, match=r"DATABASE_POOL_SIZE: .*greater than or equal to 1"
-        ):
-            get_settings()
-    finally:
-        get_settings.cache_clear()
+def test_get_settings_names_every_bad_setting(environ: pytest.MonkeyPatch) -> None:
+    environ.setenv("DATABASE_URL", "sqlite:///./ok.db")
+    environ.setenv("DATABASE_POOL_SIZE", "0")
+    with pytest.raises(
+        ConfigurationError, match=r"DATABASE_POOL_SIZE: .*greater than or equal to 1"
+    ):
+        get_settings()

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.database import (
     Base,
     SessionDep,
@@ -167,43 +167,32 @@ async def test_a_failed_commit_reaches_the_client_as_a_server_error(
 
 
 async def test_get_session_uses_the_configured_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, environ: pytest.MonkeyPatch
 ) -> None:
     database = tmp_path / "configured.db"
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
-    get_settings.cache_clear()
-    await dispose_engine()
-    try:
-        async with get_engine().begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        dependency = get_session()
-        session = await anext(dependency)
-        session.add(Note(title="through get_session"))
-        with pytest.raises(StopAsyncIteration):
-            await anext(dependency)
-        async with get_sessionmaker()() as check:
-            assert await count_notes(check) == 1
-        assert get_engine().url.database == str(database)
-    finally:
-        await dispose_engine()
-        get_settings.cache_clear()
+    environ.setenv("DATABASE_URL", f"sqlite:///{database}")
+    async with get_engine().begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    dependency = get_session()
+    session = await anext(dependency)
+    session.add(Note(title="through get_session"))
+    with pytest.raises(StopAsyncIteration):
+        await anext(dependency)
+    async with get_sessionmaker()() as check:
+        assert await count_notes(check) == 1
+    assert get_engine().url.database == str(database)
     assert database.exists()
 
 
 async def test_dispose_engine_forgets_the_engine_and_is_safe_to_repeat(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, environ: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'a.db'}")
-    get_settings.cache_clear()
-    try:
-        first = get_engine()
-        assert get_sessionmaker().kw["bind"] is first
-        await dispose_engine()
-        await dispose_engine()
-        assert get_engine() is not first
-    finally:
-        await dispose_engine()
-        get_settings.cache_clear()
+    environ.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'a.db'}")
+    first = get_engine()
+    assert get_sessionmaker().kw["bind"] is first
+    await dispose_engine()
+    await dispose_engine()
+    assert get_engine() is not first
 
 
 async def test_foreign_keys_are_enforced_on_every_backend(session: AsyncSession) -> None:
