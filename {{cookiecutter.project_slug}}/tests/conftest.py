@@ -29,6 +29,7 @@ from tests.harness import (
     postgres_server_url,
     rolled_back_connection,
     savepoint_sessionmaker,
+    settings_for,
     temporary_database,
 )
 
@@ -47,7 +48,7 @@ async def database_url() -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     """Settings for the run's database, ignoring any local .env file."""
-    return Settings(database_url=database_url, _env_file=None)
+    return settings_for(database_url)
 
 
 @pytest.fixture(scope="session")

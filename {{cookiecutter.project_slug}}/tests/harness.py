@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -17,9 +18,14 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.package_name }}.core.config import normalise_database_url
+from {{ cookiecutter.package_name }}.core.config import Settings, normalise_database_url
 
 MEMORY_URL = "sqlite+aiosqlite:///:memory:"
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """Settings for ``database_url`` that ignore any local .env file."""
+    return Settings(database_url=database_url, _env_file=None, **overrides)
 
 
 def postgres_server_url() -> URL | None:

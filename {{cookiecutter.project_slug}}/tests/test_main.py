@@ -12,7 +12,6 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.database import (
     create_engine,
     get_engine,
@@ -20,6 +19,8 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 from {{ cookiecutter.package_name }}.main import app, create_app
+
+from tests.harness import settings_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -42,7 +43,7 @@ async def test_health_answers_ok_when_the_database_answers(client: httpx.AsyncCl
 async def test_health_answers_503_when_the_database_is_unreachable(
     client: httpx.AsyncClient, unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = create_engine(Settings(database_url=unreachable_url, _env_file=None))
+    engine = create_engine(settings_for(unreachable_url))
     factory = async_sessionmaker(engine, expire_on_commit=False)
 
     async def unreachable_session() -> AsyncIterator[AsyncSession]:

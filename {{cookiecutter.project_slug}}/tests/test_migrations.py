@@ -16,10 +16,9 @@ from alembic.config import Config
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.database import create_engine
 
-from tests.harness import postgres_server_url, temporary_database
+from tests.harness import postgres_server_url, settings_for, temporary_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +64,7 @@ async def run_alembic(
 ) -> set[str]:
     """Run Alembic commands on a connection handed to env.py; return the tables left."""
     config = config or alembic_config()
-    engine = create_engine(Settings(database_url=url, _env_file=None), sqlite_foreign_keys=False)
+    engine = create_engine(settings_for(url), sqlite_foreign_keys=False)
 
     def migrate(connection: Connection) -> set[str]:
         config.attributes["connection"] = connection

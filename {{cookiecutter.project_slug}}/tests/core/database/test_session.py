@@ -25,12 +25,12 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 
-from tests.harness import rolled_back_connection, savepoint_sessionmaker
+from tests.harness import rolled_back_connection, savepoint_sessionmaker, settings_for
 from tests.models import Note, Tag
 
 
 def sqlite_settings(path: Path | str) -> Settings:
-    return Settings(database_url=f"sqlite+aiosqlite:///{path}", _env_file=None)
+    return settings_for(f"sqlite+aiosqlite:///{path}")
 
 
 async def count_notes(session: AsyncSession) -> int:
@@ -291,13 +291,12 @@ async def test_concurrent_read_then_write_transactions_on_sqlite_never_hit_a_loc
 
 
 def test_postgresql_engine_uses_the_pool_settings() -> None:
-    settings = Settings(
-        database_url="postgresql://svc:pw@db.invalid/app",
+    settings = settings_for(
+        "postgresql://svc:pw@db.invalid/app",
         database_pool_size=3,
         database_max_overflow=2,
         database_pool_timeout=4.5,
         database_pool_recycle=60,
-        _env_file=None,
     )
     engine = create_engine(settings)
     pool = engine.sync_engine.pool

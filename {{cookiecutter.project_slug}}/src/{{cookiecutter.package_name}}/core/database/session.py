@@ -25,7 +25,9 @@ def is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
-def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, foreign_keys: bool) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, settings: Settings, *, foreign_keys: bool, file_database: bool
+) -> None:
     """Make SQLite behave: real transactions, foreign keys, WAL and a busy timeout.
 
     pysqlite/aiosqlite never emit BEGIN before a SELECT, so a test that commits inside a
@@ -35,7 +37,6 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, foreign_keys: 
     (up to the busy timeout) instead of failing with "database is locked".
     https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
     """
-    file_database = not is_sqlite_memory(settings.sqlalchemy_url)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -64,7 +65,12 @@ def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> As
         # In-memory databases get SQLAlchemy's StaticPool: one shared connection, so every
         # session sees the same database (and dispose() wipes it).
         engine = create_async_engine(url, echo=settings.database_echo)
-        _configure_sqlite(engine, settings, foreign_keys=sqlite_foreign_keys)
+        _configure_sqlite(
+            engine,
+            settings,
+            foreign_keys=sqlite_foreign_keys,
+            file_database=not is_sqlite_memory(url),
+        )
         return engine
     return create_async_engine(
         url,
