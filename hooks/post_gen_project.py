@@ -1,4 +1,4 @@
-"""Select the defaults of the chosen database and print the next steps.
+"""Select the defaults of the chosen database, drop the unchosen example domain, print next steps.
 
 cookiecutter runs this hook with the generated project as the working directory.
 """
@@ -6,6 +6,7 @@ cookiecutter runs this hook with the generated project as the working directory.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,17 @@ DATABASE = json.loads(r'''{{ cookiecutter.database | tojson }}''')
 DATABASE_URL = json.loads(r'''{{ cookiecutter.__database_url | tojson }}''')
 PROJECT_SLUG = json.loads(r'''{{ cookiecutter.project_slug | tojson }}''')
 PACKAGE_NAME = json.loads(r'''{{ cookiecutter.package_name | tojson }}''')
+EXAMPLE_DOMAIN = json.loads(r'''{{ cookiecutter.example_domain | tojson }}''')
+
+# Every file and folder that belongs to an example domain, relative to the project.
+DOMAIN_PATHS = {
+    "meetings": [
+        "src/{package}/meetings",
+        "tests/meetings",
+        "migrations/versions/2026_11_27_2152-3a5c1e9d7b20_meetings.py",
+        "migrations/versions/2026_11_27_2152-8f2d4b6a1c93_summary_kinds.py",
+    ],
+}
 
 
 def env_text(database_url: str) -> str:
@@ -40,6 +52,25 @@ def write_env_files(project_dir: Path, database_url: str) -> list[Path]:
     return written
 
 
+def unchosen_domain_paths(project_dir: Path, chosen: str, package_name: str) -> list[Path]:
+    """Return the paths of every example domain except ``chosen``."""
+    return [
+        project_dir / pattern.format(package=package_name)
+        for domain, patterns in DOMAIN_PATHS.items()
+        if domain != chosen
+        for pattern in patterns
+    ]
+
+
+def remove_paths(paths: list[Path]) -> None:
+    """Delete each file or folder in ``paths``; a missing one means the template is broken."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def next_steps(project_slug: str, package_name: str, database: str) -> str:
     """Return the instructions printed after generation."""
     steps = [f"cd {project_slug}"]
@@ -55,8 +86,10 @@ def next_steps(project_slug: str, package_name: str, database: str) -> str:
 
 
 def main() -> int:
-    """Write the environment files for the chosen database and print the next steps."""
-    write_env_files(Path.cwd(), DATABASE_URL)
+    """Drop the unchosen domain, write the environment files and print the next steps."""
+    project_dir = Path.cwd()
+    remove_paths(unchosen_domain_paths(project_dir, EXAMPLE_DOMAIN, PACKAGE_NAME))
+    write_env_files(project_dir, DATABASE_URL)
     print(next_steps(PROJECT_SLUG, PACKAGE_NAME, DATABASE))
     return 0
 

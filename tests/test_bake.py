@@ -1,8 +1,9 @@
 """Bake every option combination and hold each result to the same bar.
 
-For the ``--no-input`` default and each ``database`` x ``python_version``: the bake succeeds,
-leaves no template syntax, passes ruff, ruff format and mypy --strict, and its own test
-suite passes on in-memory SQLite and on PostgreSQL, run by that Python version.
+For the ``--no-input`` default and each ``example_domain`` x ``database`` x ``python_version``:
+the bake succeeds, leaves no template syntax, holds the example domain only when chosen,
+passes ruff, ruff format and mypy --strict, and its own test suite passes on in-memory SQLite
+and on PostgreSQL, run by that Python version.
 """
 
 from __future__ import annotations
@@ -23,14 +24,29 @@ from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 COMBINATIONS = [
-    {"database": database, "python_version": version}
+    {"database": database, "python_version": version, "example_domain": domain}
+    for domain in OPTIONS["example_domain"]
     for database in OPTIONS["database"]
     for version in OPTIONS["python_version"]
 ]
 BAKES = [{}, *COMBINATIONS]
-BAKE_IDS = ["default", *(f"{c['database']}-py{c['python_version']}" for c in COMBINATIONS)]
+BAKE_IDS = [
+    "default",
+    *(f"{c['example_domain']}-{c['database']}-py{c['python_version']}" for c in COMBINATIONS),
+]
+MEETINGS_FILES = [
+    *(f"src/{{package}}/meetings/{name}.py" for name in ("models", "schemas", "service", "router")),
+    *(
+        f"tests/meetings/test_{name}.py"
+        for name in ("rooms", "sessions", "transcripts", "summaries", "concurrency", "migrations")
+    ),
+    "migrations/versions/2026_11_27_2152-3a5c1e9d7b20_meetings.py",
+    "migrations/versions/2026_11_27_2152-8f2d4b6a1c93_summary_kinds.py",
+]
 TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
 PASSED = re.compile(r"(\d+) passed")
+# The fewest tests each suite holds (a floor, so that a suite cannot silently shrink).
+MINIMUM_TESTS = {"none": 70, "meetings": 170}
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ class Baked:
     path: Path
     database: str
     python_version: str
+    example_domain: str
     package: str
 
 
@@ -81,6 +98,7 @@ def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Baked:
         path=Path(result.project_path),
         database=context["database"],
         python_version=context["python_version"],
+        example_domain=context["example_domain"],
         package=context["package_name"],
     )
 
@@ -126,6 +144,36 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
         *(f"tests/core/database/test_{name}.py" for name in ("session", "base", "mixins")),
     ]
     assert [name for name in expected if not (baked.path / name).exists()] == []
+
+
+def test_bake_holds_the_meetings_domain_only_when_chosen(baked: Baked) -> None:
+    files = [name.format(package=baked.package) for name in MEETINGS_FILES]
+    present = [name for name in files if (baked.path / name).exists()]
+    if baked.example_domain == "meetings":
+        assert present == files
+        main = (baked.path / "src" / baked.package / "main.py").read_text()
+        assert "add_meetings_api(app)" in main
+        assert "meetings import" in (baked.path / "migrations" / "env.py").read_text()
+    else:
+        assert present == []
+        mentions = [
+            str(path.relative_to(baked.path))
+            for path in text_files(baked.path)
+            if "meeting" in path.read_text(encoding="utf-8").lower()
+        ]
+        assert mentions == []
+        assert sorted((baked.path / "migrations" / "versions").iterdir()) == [
+            baked.path / "migrations" / "versions" / ".gitkeep"
+        ]
+
+
+def test_bake_leaves_no_empty_folder(baked: Baked) -> None:
+    empty = [
+        str(path.relative_to(baked.path))
+        for path in baked.path.rglob("*")
+        if path.is_dir() and not any(path.iterdir())
+    ]
+    assert empty == []
 
 
 def test_bake_selects_the_chosen_database(baked: Baked) -> None:
@@ -186,11 +234,12 @@ def test_baked_suite_passes_on_in_memory_sqlite(
     baked: Baked, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     python = python_for(baked.python_version, tmp_path_factory)
-    assert run_suite(baked, python) >= 60
+    assert run_suite(baked, python) >= MINIMUM_TESTS[baked.example_domain]
 
 
 def test_baked_suite_passes_on_postgresql(
     baked: Baked, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     python = python_for(baked.python_version, tmp_path_factory)
-    assert run_suite(baked, python, TEST_DATABASE_URL=postgres.async_url()) >= 60
+    passed = run_suite(baked, python, TEST_DATABASE_URL=postgres.async_url())
+    assert passed >= MINIMUM_TESTS[baked.example_domain]

@@ -618,3 +618,78 @@ def test_post_gen_main_keeps_an_existing_env(
     )
     assert "postgresql+asyncpg://" in (tmp_path / ".env.example").read_text(encoding="utf-8")
     assert "cd my-service" in capsys.readouterr().out
+
+
+# --- the example domain --------------------------------------------------------------------
+
+TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
+
+
+def test_every_listed_domain_path_exists_in_the_template(post: types.ModuleType) -> None:
+    missing = [
+        pattern
+        for patterns in post.DOMAIN_PATHS.values()
+        for pattern in patterns
+        if not (TEMPLATE_DIR / pattern.format(package="{{cookiecutter.package_name}}")).exists()
+    ]
+    assert missing == []
+
+
+def test_every_meetings_path_of_the_template_is_listed(post: types.ModuleType) -> None:
+    listed = [
+        TEMPLATE_DIR / pattern.format(package="{{cookiecutter.package_name}}")
+        for pattern in post.DOMAIN_PATHS["meetings"]
+    ]
+    unlisted = [
+        str(path.relative_to(TEMPLATE_DIR))
+        for path in TEMPLATE_DIR.rglob("*")
+        if "meeting" in path.name and not any(path.is_relative_to(root) for root in listed)
+    ]
+    assert unlisted == []
+
+
+@pytest.mark.parametrize(("chosen", "removed"), [("meetings", 0), ("none", 4)])
+def test_unchosen_domain_paths_name_the_other_domains_files(
+    post: types.ModuleType, chosen: str, removed: int
+) -> None:
+    paths = post.unchosen_domain_paths(Path("/project"), chosen, "order_desk")
+    assert len(paths) == removed
+    if removed:
+        assert Path("/project/src/order_desk/meetings") in paths
+        assert Path("/project/tests/meetings") in paths
+
+
+def test_remove_paths_deletes_files_and_folders(post: types.ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "folder" / "inner").mkdir(parents=True)
+    (tmp_path / "folder" / "inner" / "module.py").write_text("")
+    (tmp_path / "file.py").write_text("")
+    (tmp_path / "kept.py").write_text("")
+    post.remove_paths([tmp_path / "folder", tmp_path / "file.py"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.py"]
+
+
+def test_remove_paths_fails_loudly_on_a_missing_path(
+    post: types.ModuleType, tmp_path: Path
+) -> None:
+    with pytest.raises(FileNotFoundError):
+        post.remove_paths([tmp_path / "not-there.py"])
+
+
+def test_post_gen_main_removes_the_meetings_domain_when_none_is_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = load_hook("post_gen_project", example_domain="none", project_name="Order Desk")
+    for path in module.unchosen_domain_paths(tmp_path, "none", "order_desk"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".py":
+            path.write_text("")
+        else:
+            path.mkdir()
+            (path / "models.py").write_text("")
+    (tmp_path / "src" / "order_desk" / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert module.main() == 0
+    capsys.readouterr()
+    assert sorted(
+        str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()
+    ) == [".env", ".env.example", "src/order_desk/main.py"]

@@ -23,6 +23,11 @@ from {{ cookiecutter.package_name }}.core.database import (
 )
 
 # Import every module that defines models here, so that autogenerate sees their tables.
+{% if cookiecutter.example_domain == "meetings" %}
+from {{ cookiecutter.package_name }}.meetings import (
+    models as meetings_models,  # noqa: F401
+)
+{% endif %}
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

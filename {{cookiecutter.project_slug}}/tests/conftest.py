@@ -8,6 +8,7 @@ after it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from tests.harness import (
     postgres_server_url,
     rolled_back_connection,
     savepoint_sessionmaker,
+    serve,
     settings_for,
     temporary_database,
 )
@@ -61,6 +63,17 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.drop_all)
     await engine.dispose()
+
+
+@pytest.fixture
+async def empty_database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A database with nothing in it, on the backend under test."""
+    server_url = postgres_server_url()
+    if server_url is None:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
+        return
+    async with temporary_database(server_url) as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -114,14 +127,8 @@ async def client(
             yield session
 
     app.dependency_overrides[get_session] = test_session
-    # ASGITransport does not run the lifespan, so enter it here. raise_app_exceptions=False
-    # lets an unhandled error reach the client as the 500 a real server would send.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-        ):
+        async with serve(app) as client:
             yield client
     finally:
         app.dependency_overrides.clear()

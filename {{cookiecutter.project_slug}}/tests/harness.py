@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -74,3 +76,16 @@ def savepoint_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[As
     return async_sessionmaker(
         bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
     )
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``app`` with its lifespan entered, as a real server would run it."""
+    # ASGITransport does not run the lifespan, so enter it here. raise_app_exceptions=False
+    # lets an unhandled error reach the client as the 500 a real server would send.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
+from fastapi import Body
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.core.database import (
@@ -117,3 +119,23 @@ def test_importing_the_app_opens_no_connection() -> None:
         check=True,
     )
     assert result.stdout.strip() == "0"
+
+
+async def test_a_422_that_echoes_an_unpaired_surrogate_is_still_a_422(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    application = create_app()
+
+    @application.post("/echo")
+    async def echo(value: Annotated[str, Body(embed=True, min_length=1)]) -> str:
+        return value
+
+    # JSON may escape a lone surrogate; UTF-8 cannot encode it. FastAPI's default handler
+    # would fail to render the error (which repeats the input) and answer 500.
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post(
+            "/echo", content=b'{"value": "\\ud800"}', headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["input"] == "\ud800"

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import configparser
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection
 
-from {{ cookiecutter.package_name }}.core.database import create_engine
-
-from tests.harness import postgres_server_url, settings_for, temporary_database
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.migrating import PROJECT_ROOT, alembic_config, run_alembic, run_cli
 
 FAILING_REVISION = '''
 """A migration that fails halfway."""
@@ -40,57 +28,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("half_done")
 '''
-
-
-@pytest.fixture
-async def empty_database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A database with nothing in it, on the backend under test."""
-    server_url = postgres_server_url()
-    if server_url is None:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-        return
-    async with temporary_database(server_url) as url:
-        yield url.render_as_string(hide_password=False)
-
-
-def alembic_config() -> Config:
-    config = Config(PROJECT_ROOT / "alembic.ini")
-    config.attributes["configure_logger"] = False
-    return config
-
-
-async def run_alembic(
-    url: str, *commands: tuple[str, str], config: Config | None = None
-) -> set[str]:
-    """Run Alembic commands on a connection handed to env.py; return the tables left."""
-    config = config or alembic_config()
-    engine = create_engine(settings_for(url), sqlite_foreign_keys=False)
-
-    def migrate(connection: Connection) -> set[str]:
-        config.attributes["connection"] = connection
-        for name, revision in commands:
-            getattr(command, name)(config, revision)
-        return set(inspect(connection).get_table_names())
-
-    try:
-        async with engine.begin() as connection:
-            return await connection.run_sync(migrate)
-    finally:
-        await engine.dispose()
-
-
-def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the alembic command line the way a developer would, DATABASE_URL set."""
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PROJECT_ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_alembic_ini_holds_no_database_url() -> None:

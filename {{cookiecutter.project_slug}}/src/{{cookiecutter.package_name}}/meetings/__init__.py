@@ -1,0 +1,1 @@
+"""The example domain: meeting rooms, user sessions, transcripts and their summaries."""

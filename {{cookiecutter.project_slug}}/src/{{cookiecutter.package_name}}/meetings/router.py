@@ -1,0 +1,236 @@
+"""The meetings HTTP API: /rooms, /sessions, /transcripts and /summaries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..core.database import SessionDep
+from . import service
+from .models import Room, Summary, SummaryKind, Transcript, UserSession
+from .schemas import (
+    INT32_MAX,
+    Page,
+    RoomCreate,
+    RoomPage,
+    RoomRead,
+    RoomUpdate,
+    SearchText,
+    SegmentBatch,
+    SegmentRead,
+    SegmentsAppended,
+    SummaryCreate,
+    SummaryPage,
+    SummaryRead,
+    TranscriptCreate,
+    TranscriptPage,
+    TranscriptRead,
+    TranscriptUpdate,
+    TranscriptWithSegments,
+    UserId,
+    UserSessionCreate,
+    UserSessionPage,
+    UserSessionRead,
+)
+
+PathId = Annotated[int, Path(ge=1, le=INT32_MAX)]
+Offset = Annotated[int, Query(ge=0, le=INT32_MAX)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status.HTTP_404_NOT_FOUND: {"description": "Not found"},
+    status.HTTP_409_CONFLICT: {"description": "Conflicts with what is stored"},
+}
+
+PageT = TypeVar("PageT", bound=Page)
+
+
+async def _page(
+    page: type[PageT], session: AsyncSession, statement: Select[Any], offset: int, limit: int
+) -> PageT:
+    """One page of ``statement`` as the ``page`` schema."""
+    items, next_offset = await service.page(session, statement, offset, limit)
+    return page.model_validate({"items": items, "next_offset": next_offset})
+
+
+rooms = APIRouter(prefix="/rooms", tags=["rooms"], responses=ERRORS)
+sessions = APIRouter(prefix="/sessions", tags=["sessions"], responses=ERRORS)
+transcripts = APIRouter(prefix="/transcripts", tags=["transcripts"], responses=ERRORS)
+summaries = APIRouter(prefix="/summaries", tags=["summaries"], responses=ERRORS)
+
+
+@rooms.post("", status_code=status.HTTP_201_CREATED)
+async def create_room(data: RoomCreate, session: SessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.create_room(session, data))
+
+
+@rooms.get("")
+async def list_rooms(session: SessionDep, offset: Offset = 0, limit: Limit = 50) -> RoomPage:
+    return await _page(RoomPage, session, service.rooms_query(), offset, limit)
+
+
+@rooms.get("/{room_id}")
+async def read_room(room_id: PathId, session: SessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.get_or_404(session, Room, room_id))
+
+
+@rooms.patch("/{room_id}")
+async def update_room(room_id: PathId, data: RoomUpdate, session: SessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.update_room(session, room_id, data))
+
+
+@rooms.delete("/{room_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_room(room_id: PathId, session: SessionDep) -> None:
+    await service.delete_room(session, room_id)
+
+
+@sessions.post("", status_code=status.HTTP_201_CREATED)
+async def join_room(data: UserSessionCreate, session: SessionDep) -> UserSessionRead:
+    """A user joins a room: one open session per user and room, up to the room's capacity."""
+    return UserSessionRead.model_validate(await service.join_room(session, data))
+
+
+@sessions.get("")
+async def list_sessions(
+    session: SessionDep,
+    room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    user_id: UserId | None = None,
+    is_open: Annotated[bool | None, Query(alias="open")] = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> UserSessionPage:
+    statement = service.user_sessions_query(room_id, user_id, is_open)
+    return await _page(UserSessionPage, session, statement, offset, limit)
+
+
+@sessions.get("/{session_id}")
+async def read_session(session_id: PathId, session: SessionDep) -> UserSessionRead:
+    return UserSessionRead.model_validate(
+        await service.get_or_404(session, UserSession, session_id)
+    )
+
+
+@sessions.post("/{session_id}/leave")
+async def leave_room(session_id: PathId, session: SessionDep) -> UserSessionRead:
+    return UserSessionRead.model_validate(await service.leave_room(session, session_id))
+
+
+@transcripts.post("", status_code=status.HTTP_201_CREATED)
+async def create_transcript(data: TranscriptCreate, session: SessionDep) -> TranscriptRead:
+    return TranscriptRead.model_validate(await service.create_transcript(session, data))
+
+
+@transcripts.get("")
+async def list_transcripts(
+    session: SessionDep,
+    room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    q: Annotated[
+        SearchText | None, Query(description="text the title or a segment contains")
+    ] = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> TranscriptPage:
+    statement = service.transcripts_query(room_id, q)
+    return await _page(TranscriptPage, session, statement, offset, limit)
+
+
+@transcripts.get("/{transcript_id}")
+async def read_transcript(
+    transcript_id: PathId,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> TranscriptWithSegments:
+    """The transcript and its segments after sequence ``after``, in order."""
+    transcript = await service.get_or_404(session, Transcript, transcript_id)
+    segments, next_after = await service.segments_page(session, transcript_id, after, limit)
+    return TranscriptWithSegments.model_validate(
+        {
+            **TranscriptRead.model_validate(transcript).model_dump(),
+            "segments": [SegmentRead.model_validate(segment) for segment in segments],
+            "next_after": next_after,
+        }
+    )
+
+
+@transcripts.patch("/{transcript_id}")
+async def update_transcript(
+    transcript_id: PathId, data: TranscriptUpdate, session: SessionDep
+) -> TranscriptRead:
+    """Rename, relabel or finish a transcript (a finished one cannot be reopened)."""
+    return TranscriptRead.model_validate(
+        await service.update_transcript(session, transcript_id, data)
+    )
+
+
+@transcripts.delete("/{transcript_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_transcript(transcript_id: PathId, session: SessionDep) -> None:
+    """Delete the transcript with its segments and summaries."""
+    await service.delete_transcript(session, transcript_id)
+
+
+@transcripts.post("/{transcript_id}/segments", status_code=status.HTTP_201_CREATED)
+async def append_segments(
+    transcript_id: PathId, segments: SegmentBatch, session: SessionDep
+) -> SegmentsAppended:
+    """Append a batch atomically: one taken sequence number rejects all of it (409)."""
+    last = await service.append_segments(session, transcript_id, segments)
+    return SegmentsAppended(transcript_id=transcript_id, appended=len(segments), last_sequence=last)
+
+
+@summaries.post("", status_code=status.HTTP_201_CREATED)
+async def create_summary(data: SummaryCreate, session: SessionDep) -> SummaryRead:
+    return SummaryRead.model_validate(await service.create_summary(session, data))
+
+
+@summaries.get("")
+async def list_summaries(
+    session: SessionDep,
+    transcript_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    kind: SummaryKind | None = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> SummaryPage:
+    """Summaries, newest first."""
+    statement = service.summaries_query(transcript_id, kind)
+    return await _page(SummaryPage, session, statement, offset, limit)
+
+
+# Declared before /{summary_id}, which would otherwise take "latest" for an id.
+@summaries.get("/latest")
+async def latest_summary(
+    transcript_id: Annotated[int, Query(ge=1, le=INT32_MAX)],
+    session: SessionDep,
+    kind: SummaryKind = SummaryKind.ABSTRACT,
+) -> SummaryRead:
+    """The newest summary of a transcript (of one kind, "abstract" by default)."""
+    return SummaryRead.model_validate(await service.latest_summary(session, transcript_id, kind))
+
+
+@summaries.get("/{summary_id}")
+async def read_summary(summary_id: PathId, session: SessionDep) -> SummaryRead:
+    return SummaryRead.model_validate(await service.get_or_404(session, Summary, summary_id))
+
+
+@summaries.delete("/{summary_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_summary(summary_id: PathId, session: SessionDep) -> None:
+    await service.delete_row(session, Summary, summary_id)
+
+
+async def _not_found(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+async def _conflict(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=status.HTTP_409_CONFLICT)
+
+
+def add_meetings_api(app: FastAPI) -> None:
+    """Mount the meetings routers on ``app`` and answer the domain's errors as 404/409."""
+    for router in (rooms, sessions, transcripts, summaries):
+        app.include_router(router)
+    app.add_exception_handler(service.NotFoundError, _not_found)
+    app.add_exception_handler(service.ConflictError, _conflict)

@@ -1,0 +1,221 @@
+"""What the meetings API accepts and returns.
+
+Every bound here matches a column: input that the database would refuse (too long, out of
+the integer range, a NUL character) is answered with a 422 before it gets there, never with
+a 500. Pydantic itself refuses unpaired surrogates in constrained strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from .models import (
+    LANGUAGE_LENGTH,
+    MODEL_LENGTH,
+    NAME_LENGTH,
+    USER_ID_LENGTH,
+    SummaryKind,
+    TranscriptStatus,
+)
+
+INT32_MAX = 2**31 - 1
+MAX_BATCH = 1000
+TEXT_LENGTH = 100_000
+
+
+def storable(value: str) -> str:
+    """Refuse NUL characters, which PostgreSQL cannot store in text (SQLite would cut)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def text_of(max_length: int) -> StringConstraints:
+    """Stripped, non-empty and at most ``max_length`` characters long."""
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+
+
+Storable = AfterValidator(storable)
+Name = Annotated[str, text_of(NAME_LENGTH), Storable]
+Title = Annotated[str, text_of(NAME_LENGTH * 2), Storable]
+UserId = Annotated[str, text_of(USER_ID_LENGTH), Storable]
+ModelName = Annotated[str, text_of(MODEL_LENGTH), Storable]
+Body = Annotated[str, text_of(TEXT_LENGTH), Storable]
+SearchText = Annotated[str, text_of(NAME_LENGTH), Storable]
+# A BCP 47 language tag such as "en", "pt-BR" or "zh-Hant-TW".
+Language = Annotated[
+    str,
+    StringConstraints(max_length=LANGUAGE_LENGTH, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
+]
+Id = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
+class Schema(BaseModel):
+    """Base of every request and response: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class Patch(Schema):
+    """A partial update: absent fields stay as they are; null is refused unless allowed."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Self:
+        for name in self.model_fields_set - self.nullable:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null; leave it out to keep it unchanged")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, as column values."""
+        return self.model_dump(exclude_unset=True)
+
+
+class Page(Schema):
+    """One page of a list in a stable order; ``next_offset`` is null on the last page."""
+
+    next_offset: int | None
+
+
+class RoomCreate(Schema):
+    name: Name
+    capacity: Annotated[int, Field(ge=1, le=100_000)]
+    description: Body | None = None
+
+
+class RoomUpdate(Patch):
+    nullable: ClassVar[frozenset[str]] = frozenset({"description"})
+    name: Name | None = None
+    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    description: Body | None = None
+
+
+class RoomRead(Schema):
+    id: int
+    name: str
+    capacity: int
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoomPage(Page):
+    items: list[RoomRead]
+
+
+class UserSessionCreate(Schema):
+    user_id: UserId
+    room_id: Id
+
+
+class UserSessionRead(Schema):
+    id: int
+    user_id: str
+    room_id: int
+    joined_at: datetime
+    left_at: datetime | None
+
+
+class UserSessionPage(Page):
+    items: list[UserSessionRead]
+
+
+class TranscriptCreate(Schema):
+    room_id: Id
+    session_id: Id | None = None
+    title: Title
+    language: Language
+
+
+class TranscriptUpdate(Patch):
+    title: Title | None = None
+    language: Language | None = None
+    status: TranscriptStatus | None = None
+
+
+class TranscriptRead(Schema):
+    id: int
+    room_id: int
+    session_id: int | None
+    title: str
+    language: str
+    status: TranscriptStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class TranscriptPage(Page):
+    items: list[TranscriptRead]
+
+
+class SegmentCreate(Schema):
+    sequence: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    speaker: Name
+    start_ms: Milliseconds
+    end_ms: Milliseconds
+    text: Body
+
+    @model_validator(mode="after")
+    def _times_ordered(self) -> Self:
+        if self.end_ms < self.start_ms:
+            raise ValueError("end_ms must not be before start_ms")
+        return self
+
+
+class SegmentRead(Schema):
+    sequence: int
+    speaker: str
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+SegmentBatch = Annotated[list[SegmentCreate], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class SegmentsAppended(Schema):
+    transcript_id: int
+    appended: int
+    last_sequence: int
+
+
+class TranscriptWithSegments(TranscriptRead):
+    """A transcript and one page of its segments, in sequence order."""
+
+    segments: list[SegmentRead]
+    next_after: int | None = Field(
+        description="pass as ?after= for the next page; null on the last page"
+    )
+
+
+class SummaryCreate(Schema):
+    transcript_id: Id
+    kind: SummaryKind = SummaryKind.ABSTRACT
+    content: Body
+    model: ModelName
+
+
+class SummaryRead(Schema):
+    id: int
+    transcript_id: int
+    kind: SummaryKind
+    content: str
+    model: str
+    created_at: datetime
+
+
+class SummaryPage(Page):
+    items: list[SummaryRead]

@@ -1,0 +1,360 @@
+"""The meetings domain's rules, as async functions over a session the caller commits.
+
+Each check that gives a clear message (a missing row, a taken name, a duplicate sequence
+number) runs before the write; the database's own constraints stay the final word, so a
+concurrent request that slips between the check and the write still gets a 409, never a 500
+and never a half-written batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..core.database import Base, utcnow
+from .models import (
+    Room,
+    Summary,
+    SummaryKind,
+    Transcript,
+    TranscriptSegment,
+    TranscriptStatus,
+    UserSession,
+)
+from .schemas import (
+    RoomCreate,
+    RoomUpdate,
+    SegmentCreate,
+    SummaryCreate,
+    TranscriptCreate,
+    TranscriptUpdate,
+    UserSessionCreate,
+)
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+class NotFoundError(LookupError):
+    """The row a request names does not exist (HTTP 404)."""
+
+
+class ConflictError(ValueError):
+    """The request contradicts what is stored (HTTP 409); nothing was written."""
+
+
+LABELS: dict[type[Base], str] = {
+    Room: "room",
+    UserSession: "user session",
+    Transcript: "transcript",
+    Summary: "summary",
+}
+
+
+def not_found(model: type[Base], id_: int) -> NotFoundError:
+    return NotFoundError(f"{LABELS[model]} {id_} not found")
+
+
+async def get_or_404(
+    session: AsyncSession, model: type[ModelT], id_: int, *, lock: bool = False
+) -> ModelT:
+    """Load one row by primary key; ``lock`` holds it (FOR UPDATE) until the commit."""
+    row = await session.get(model, id_, with_for_update=lock or None)
+    if row is None:
+        raise not_found(model, id_)
+    return row
+
+
+async def flush_or_conflict(session: AsyncSession, message: str) -> None:
+    """Write pending changes; a constraint the database refuses becomes a ConflictError."""
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        raise ConflictError(message) from error
+
+
+async def page(
+    session: AsyncSession, statement: Select[ModelT], offset: int, limit: int
+) -> tuple[list[ModelT], int | None]:
+    """One page of ``statement`` (which must have a stable ORDER BY) and the next offset."""
+    rows = list(await session.scalars(statement.offset(offset).limit(limit + 1)))
+    return rows[:limit], (offset + limit if len(rows) > limit else None)
+
+
+def _apply(row: Base, changes: dict[str, Any]) -> None:
+    for name, value in changes.items():
+        setattr(row, name, value)
+
+
+# --- rooms ----------------------------------------------------------------------------------
+
+
+async def _name_taken(session: AsyncSession, name: str) -> None:
+    if await session.scalar(select(Room.id).where(Room.name == name)) is not None:
+        raise ConflictError(f"a room named {name!r} already exists")
+
+
+async def create_room(session: AsyncSession, data: RoomCreate) -> Room:
+    await _name_taken(session, data.name)
+    room = Room(**data.model_dump())
+    session.add(room)
+    await flush_or_conflict(session, f"a room named {data.name!r} already exists")
+    return room
+
+
+async def update_room(session: AsyncSession, room_id: int, data: RoomUpdate) -> Room:
+    room = await get_or_404(session, Room, room_id)
+    changes = data.changes()
+    if "name" in changes and changes["name"] != room.name:
+        await _name_taken(session, changes["name"])
+    _apply(room, changes)
+    await flush_or_conflict(session, f"a room named {room.name!r} already exists")
+    return room
+
+
+async def delete_room(session: AsyncSession, room_id: int) -> None:
+    """Delete a room and its closed sessions; refused while it has transcripts or users."""
+    room = await get_or_404(session, Room, room_id, lock=True)
+    transcripts = await session.scalar(select(func.count()).where(Transcript.room_id == room_id))
+    if transcripts:
+        raise ConflictError(f"room {room_id} has {transcripts} transcript(s); delete them first")
+    if await _open_sessions(session, room_id):
+        raise ConflictError(f"room {room_id} has users in it; they must leave first")
+    await session.delete(room)
+    await flush_or_conflict(session, f"room {room_id} is in use; try again")
+
+
+def rooms_query() -> Select[Room]:
+    return select(Room).order_by(Room.id)
+
+
+# --- user sessions --------------------------------------------------------------------------
+
+
+async def _open_sessions(session: AsyncSession, room_id: int) -> int:
+    count = await session.scalar(
+        select(func.count()).where(UserSession.room_id == room_id, UserSession.left_at.is_(None))
+    )
+    return count or 0
+
+
+async def join_room(session: AsyncSession, data: UserSessionCreate) -> UserSession:
+    """Open a session for a user in a room that has space and where they are not already."""
+    # Locking the room makes concurrent joins to it take turns, so the capacity holds.
+    room = await get_or_404(session, Room, data.room_id, lock=True)
+    already = await session.scalar(
+        select(UserSession.id).where(
+            UserSession.room_id == room.id,
+            UserSession.user_id == data.user_id,
+            UserSession.left_at.is_(None),
+        )
+    )
+    if already is not None:
+        raise ConflictError(
+            f"user {data.user_id!r} already has open session {already} in room {room.id}"
+        )
+    if await _open_sessions(session, room.id) >= room.capacity:
+        raise ConflictError(f"room {room.id} is full (capacity {room.capacity})")
+    user_session = UserSession(user_id=data.user_id, room_id=room.id)
+    session.add(user_session)
+    await flush_or_conflict(
+        session, f"user {data.user_id!r} already has an open session in room {room.id}"
+    )
+    return user_session
+
+
+async def leave_room(session: AsyncSession, session_id: int) -> UserSession:
+    """Close an open session; closing it twice is a conflict."""
+    closed: UserSession | None = await session.scalar(
+        update(UserSession)
+        .where(UserSession.id == session_id, UserSession.left_at.is_(None))
+        .values(left_at=utcnow())
+        .returning(UserSession),
+        execution_options={"populate_existing": True},
+    )
+    if closed is None:
+        await get_or_404(session, UserSession, session_id)
+        raise ConflictError(f"user session {session_id} has already ended")
+    return closed
+
+
+def user_sessions_query(
+    room_id: int | None, user_id: str | None, is_open: bool | None
+) -> Select[UserSession]:
+    statement = select(UserSession).order_by(UserSession.id)
+    if room_id is not None:
+        statement = statement.where(UserSession.room_id == room_id)
+    if user_id is not None:
+        statement = statement.where(UserSession.user_id == user_id)
+    if is_open is not None:
+        ended = UserSession.left_at.is_not(None)
+        statement = statement.where(~ended if is_open else ended)
+    return statement
+
+
+# --- transcripts ----------------------------------------------------------------------------
+
+
+async def create_transcript(session: AsyncSession, data: TranscriptCreate) -> Transcript:
+    await get_or_404(session, Room, data.room_id)
+    if data.session_id is not None:
+        user_session = await get_or_404(session, UserSession, data.session_id)
+        if user_session.room_id != data.room_id:
+            raise ConflictError(
+                f"user session {data.session_id} is in room {user_session.room_id}, "
+                f"not in room {data.room_id}"
+            )
+    transcript = Transcript(**data.model_dump())
+    session.add(transcript)
+    await flush_or_conflict(session, f"room {data.room_id} was deleted meanwhile")
+    return transcript
+
+
+async def update_transcript(
+    session: AsyncSession, transcript_id: int, data: TranscriptUpdate
+) -> Transcript:
+    transcript = await get_or_404(session, Transcript, transcript_id, lock=True)
+    changes = data.changes()
+    if (
+        transcript.status is TranscriptStatus.FINISHED
+        and changes.get("status", TranscriptStatus.FINISHED) is not TranscriptStatus.FINISHED
+    ):
+        raise ConflictError(f"transcript {transcript_id} is finished and cannot be reopened")
+    _apply(transcript, changes)
+    await session.flush()
+    return transcript
+
+
+async def delete_transcript(session: AsyncSession, transcript_id: int) -> None:
+    """Delete a transcript with its segments and summaries (ON DELETE CASCADE)."""
+    deleted = await session.scalar(
+        delete(Transcript).where(Transcript.id == transcript_id).returning(Transcript.id)
+    )
+    if deleted is None:
+        raise not_found(Transcript, transcript_id)
+
+
+def transcripts_query(room_id: int | None, text: str | None) -> Select[Transcript]:
+    """Transcripts in id order; ``text`` keeps those whose title or any segment contains it.
+
+    A portable case-insensitive substring match: it reads every segment of the room (no
+    index can serve '%text%'). See the README for full-text search at scale.
+    """
+    statement = select(Transcript).order_by(Transcript.id)
+    if room_id is not None:
+        statement = statement.where(Transcript.room_id == room_id)
+    if text is not None:
+        matches: ColumnElement[bool] = Transcript.title.icontains(text, autoescape=True)
+        in_segments = exists().where(
+            TranscriptSegment.transcript_id == Transcript.id,
+            TranscriptSegment.text.icontains(text, autoescape=True),
+        )
+        statement = statement.where(matches | in_segments)
+    return statement
+
+
+async def recording_transcript(session: AsyncSession, transcript_id: int) -> Transcript:
+    """The transcript, held in "recording" until the caller's transaction ends.
+
+    A shared lock (FOR SHARE): appends run side by side, but finishing the transcript waits
+    for them, so no segment lands after the transcript is finished. SQLite needs no lock:
+    its writers take turns anyway.
+    """
+    transcript = await session.get(Transcript, transcript_id, with_for_update={"read": True})
+    if transcript is None:
+        raise not_found(Transcript, transcript_id)
+    if transcript.status is not TranscriptStatus.RECORDING:
+        raise ConflictError(f"transcript {transcript_id} is finished; no segments can be added")
+    return transcript
+
+
+async def append_segments(
+    session: AsyncSession, transcript_id: int, segments: list[SegmentCreate]
+) -> int:
+    """Append a batch of segments all at once, or none of them; return the last sequence."""
+    sequences = [segment.sequence for segment in segments]
+    repeated = sorted({number for number in sequences if sequences.count(number) > 1})
+    if repeated:
+        raise ConflictError(f"sequence numbers repeated within the batch: {repeated}")
+    await recording_transcript(session, transcript_id)
+    taken = list(
+        await session.scalars(
+            select(TranscriptSegment.sequence)
+            .where(
+                TranscriptSegment.transcript_id == transcript_id,
+                TranscriptSegment.sequence.in_(sequences),
+            )
+            .order_by(TranscriptSegment.sequence)
+        )
+    )
+    if taken:
+        raise ConflictError(f"sequence numbers already in transcript {transcript_id}: {taken}")
+    rows = [{"transcript_id": transcript_id, **segment.model_dump()} for segment in segments]
+    try:
+        await session.execute(insert(TranscriptSegment), rows)
+    except IntegrityError as error:
+        raise ConflictError(
+            f"sequence numbers were appended to transcript {transcript_id} meanwhile; "
+            "nothing from this batch was stored"
+        ) from error
+    return max(sequences)
+
+
+async def segments_page(
+    session: AsyncSession, transcript_id: int, after: int | None, limit: int
+) -> tuple[list[TranscriptSegment], int | None]:
+    """Up to ``limit`` segments after sequence ``after``, in order, and the next ``after``."""
+    statement = (
+        select(TranscriptSegment)
+        .where(TranscriptSegment.transcript_id == transcript_id)
+        .order_by(TranscriptSegment.sequence)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        statement = statement.where(TranscriptSegment.sequence > after)
+    rows = list(await session.scalars(statement))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].sequence if more else None)
+
+
+# --- summaries ------------------------------------------------------------------------------
+
+
+async def create_summary(session: AsyncSession, data: SummaryCreate) -> Summary:
+    await get_or_404(session, Transcript, data.transcript_id)
+    summary = Summary(**data.model_dump())
+    session.add(summary)
+    await flush_or_conflict(session, f"transcript {data.transcript_id} was deleted meanwhile")
+    return summary
+
+
+async def latest_summary(session: AsyncSession, transcript_id: int, kind: SummaryKind) -> Summary:
+    summary = await session.scalar(
+        select(Summary)
+        .where(Summary.transcript_id == transcript_id, Summary.kind == kind)
+        .order_by(Summary.id.desc())
+        .limit(1)
+    )
+    if summary is None:
+        await get_or_404(session, Transcript, transcript_id)
+        raise NotFoundError(f"transcript {transcript_id} has no {kind.value} summary yet")
+    return summary
+
+
+def summaries_query(transcript_id: int | None, kind: SummaryKind | None) -> Select[Summary]:
+    """Summaries, newest first."""
+    statement = select(Summary).order_by(Summary.id.desc())
+    if transcript_id is not None:
+        statement = statement.where(Summary.transcript_id == transcript_id)
+    if kind is not None:
+        statement = statement.where(Summary.kind == kind)
+    return statement
+
+
+async def delete_row(session: AsyncSession, model: type[Base], id_: int) -> None:
+    row = await get_or_404(session, model, id_)
+    await session.delete(row)
+    await session.flush()

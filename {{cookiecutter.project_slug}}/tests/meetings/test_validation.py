@@ -1,0 +1,145 @@
+"""Bad input gets a 4xx that names the problem; no endpoint answers a 500 to it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.main import app
+
+from tests.meetings.api import Json, segment
+
+TOO_BIG = 10**20
+
+
+def detail(response: httpx.Response) -> str:
+    return str(response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"name": "", "capacity": 1}, "at least 1 character"),
+        ({"name": "   ", "capacity": 1}, "at least 1 character"),
+        ({"name": "x" * 101, "capacity": 1}, "at most 100 characters"),
+        ({"name": "nul\x00byte", "capacity": 1}, "must not contain NUL characters"),
+        ({"name": "ok", "capacity": 0}, "greater than or equal to 1"),
+        ({"name": "ok", "capacity": TOO_BIG}, "less than or equal to 100000"),
+        ({"name": "ok", "capacity": "many"}, "valid integer"),
+        ({"name": "ok"}, "Field required"),
+        ({"name": "ok", "capacity": 1, "colour": "red"}, "Extra inputs are not permitted"),
+        (["not", "an", "object"], "valid dictionary"),
+    ],
+)
+async def test_bad_room_bodies_are_422_with_the_reason(
+    client: httpx.AsyncClient, body: Any, problem: str
+) -> None:
+    response = await client.post("/rooms", json=body)
+    assert response.status_code == 422
+    assert problem in detail(response)
+
+
+async def test_an_unpaired_surrogate_is_refused_before_the_database(
+    client: httpx.AsyncClient,
+) -> None:
+    raw = b'{"name": "bad \\ud800 text", "capacity": 1}'
+    response = await client.post(
+        "/rooms", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "valid string" in detail(response)
+
+
+async def test_malformed_json_is_a_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/rooms", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "JSON decode error" in detail(response)
+
+
+@pytest.mark.parametrize(
+    ("batch", "problem"),
+    [
+        ([], "at least 1 item"),
+        ([segment(0)] * 1001, "at most 1000 items"),
+        ([{**segment(0), "end_ms": 5, "start_ms": 10}], "end_ms must not be before start_ms"),
+        ([{**segment(0), "sequence": -1}], "greater than or equal to 0"),
+        ([{**segment(0), "sequence": TOO_BIG}], "less than or equal to 2147483647"),
+        ([{**segment(0), "text": "a\x00b"}], "must not contain NUL characters"),
+        ([{**segment(0), "speaker": ""}], "at least 1 character"),
+    ],
+)
+async def test_bad_segment_batches_are_422_and_write_nothing(
+    client: httpx.AsyncClient, transcript: Json, batch: list[Json], problem: str
+) -> None:
+    response = await client.post(f"/transcripts/{transcript['id']}/segments", json=batch)
+    assert response.status_code == 422
+    assert problem in detail(response)
+    assert (await client.get(f"/transcripts/{transcript['id']}")).json()["segments"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"language": "english please"}, "String should match pattern"),
+        ({"language": "e"}, "String should match pattern"),
+        ({"title": "t" * 201}, "at most 200 characters"),
+        ({"status": "paused"}, "'recording' or 'finished'"),
+        ({"status": None}, "status cannot be null"),
+    ],
+)
+async def test_bad_transcript_updates_are_422(
+    client: httpx.AsyncClient, transcript: Json, change: Json, problem: str
+) -> None:
+    response = await client.patch(f"/transcripts/{transcript['id']}", json=change)
+    assert response.status_code == 422
+    assert problem in detail(response)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/rooms/{TOO_BIG}",
+        "/rooms/0",
+        "/rooms/-1",
+        "/rooms/abc",
+        "/rooms?limit=0",
+        "/rooms?limit=101",
+        "/rooms?offset=-1",
+        f"/rooms?offset={TOO_BIG}",
+        "/transcripts?q=",
+        "/transcripts?q=%00",
+        f"/transcripts?room_id={TOO_BIG}",
+        "/transcripts/1?after=-1",
+        "/summaries?kind=poem",
+        "/summaries/latest",
+        f"/sessions?user_id={'u' * 65}",
+    ],
+)
+async def test_bad_paths_and_queries_are_422(client: httpx.AsyncClient, url: str) -> None:
+    response = await client.get(url)
+    assert response.status_code == 422, response.text
+
+
+def meetings_routes() -> list[tuple[str, str]]:
+    """Every (method, path) of the meetings API, path parameters filled with a huge id."""
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        if path == "/health":
+            continue
+        filled = re.sub(r"\{\w+\}", "2147483647", path)
+        found += [(method.upper(), filled) for method in operations]
+    return found
+
+
+@pytest.mark.parametrize("body", [None, {}, [], "text", {"sequence": TOO_BIG}, [None], 12])
+async def test_no_endpoint_answers_garbage_with_a_500(client: httpx.AsyncClient, body: Any) -> None:
+    routes = meetings_routes()
+    assert len(routes) == 20
+    for method, path in routes:
+        response = await client.request(method, path, json=body)
+        assert response.status_code < 500, (method, path, response.text)

@@ -1,0 +1,77 @@
+"""Running Alembic from tests: on a connection handed to env.py, or as a developer would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from {{ cookiecutter.package_name }}.core.database import create_engine
+
+from tests.harness import settings_for
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def alembic_config() -> Config:
+    """The project's Alembic configuration, leaving pytest's logging alone."""
+    config = Config(PROJECT_ROOT / "alembic.ini")
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def migrate_and_inspect(
+    url: str,
+    commands: Sequence[tuple[str, str]],
+    inspector: Callable[[Connection], T],
+    config: Config | None = None,
+) -> T:
+    """Run Alembic commands on a connection handed to env.py, then ``inspector`` on it."""
+    config = config or alembic_config()
+    engine = create_engine(settings_for(url), sqlite_foreign_keys=False)
+
+    def migrate(connection: Connection) -> T:
+        config.attributes["connection"] = connection
+        for name, revision in commands:
+            getattr(command, name)(config, revision)
+        return inspector(connection)
+
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(migrate)
+    finally:
+        await engine.dispose()
+
+
+async def run_alembic(
+    url: str, *commands: tuple[str, str], config: Config | None = None
+) -> set[str]:
+    """Run Alembic commands on a connection handed to env.py; return the tables left."""
+    return await migrate_and_inspect(url, commands, table_names, config)
+
+
+def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the alembic command line the way a developer would, DATABASE_URL set."""
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
