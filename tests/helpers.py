@@ -1,10 +1,13 @@
-"""Helpers of the template's tests: running commands and throwaway PostgreSQL databases."""
+"""Helpers of the template's tests: commands, throwaway PostgreSQL databases, PgBouncer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,4 +96,88 @@ class PostgresServer:
         url = self.url.set(drivername="postgresql+asyncpg")
         if database is not None:
             url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    """Wait until something accepts connections on ``port``; fail the test otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"nothing listened on port {port} within {timeout} s", pytrace=False)
+
+
+PGBOUNCER_INI = """\
+[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder}/userlist.txt
+; Transaction pooling: each transaction may run on another server connection.
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 500
+logfile = {folder}/pgbouncer.log
+pidfile = {folder}/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits
+"""
+
+
+class PgBouncer:
+    """A PgBouncer in transaction pooling mode on a free loopback port, in front of ``server``."""
+
+    def __init__(self, server: URL, folder: Path) -> None:
+        self.server = server
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "userlist.txt").write_text(f'"{self.server.username}" ""\n')
+        ini = self.folder / "pgbouncer.ini"
+        ini.write_text(
+            PGBOUNCER_INI.format(
+                host=self.server.host,
+                port=self.server.port or 5432,
+                listen_port=self.port,
+                folder=self.folder,
+            )
+        )
+        command = [binary, str(ini)]
+        if os.geteuid() == 0:
+            # PgBouncer refuses to run as root; run it as the postgres system user.
+            self.folder.chmod(0o777)
+            shutil.chown(self.folder, "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def url(self, database: str) -> str:
+        """An asyncpg URL to ``database`` through this PgBouncer."""
+        url = self.server.set(
+            drivername="postgresql+asyncpg", host="127.0.0.1", port=self.port, database=database
+        )
         return url.render_as_string(hide_password=False)

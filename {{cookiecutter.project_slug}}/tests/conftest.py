@@ -36,6 +36,16 @@ from tests.harness import (
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the postgres_only tests when the run is on SQLite (the summary counts them)."""
+    if postgres_server_url() is not None:
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """The database of this run: in-memory SQLite, or a fresh PostgreSQL database."""

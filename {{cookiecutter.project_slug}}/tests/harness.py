@@ -39,7 +39,8 @@ def postgres_server_url() -> URL | None:
     return url if url.get_backend_name() == "postgresql" else None
 
 
-async def _run_autocommit(server_url: URL, statement: str) -> None:
+async def run_autocommit(server_url: URL, statement: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
     engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         async with engine.connect() as connection:
@@ -52,11 +53,11 @@ async def _run_autocommit(server_url: URL, statement: str) -> None:
 async def temporary_database(server_url: URL) -> AsyncIterator[URL]:
     """Create a uniquely named PostgreSQL database on ``server_url``; drop it afterwards."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    await _run_autocommit(server_url, f'CREATE DATABASE "{name}"')
+    await run_autocommit(server_url, f'CREATE DATABASE "{name}"')
     try:
         yield server_url.set(database=name)
     finally:
-        await _run_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await run_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @asynccontextmanager

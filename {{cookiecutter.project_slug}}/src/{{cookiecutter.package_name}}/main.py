@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import FastAPI, Request, Response, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+import sqlalchemy.exc
+from fastapi import FastAPI, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from .core.config import ConfigurationError, get_settings
 from .core.database import SessionDep, dispose_engine
+from .core.errors import EXCEPTION_HANDLERS
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
 {% endif %}
@@ -30,25 +27,6 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     detail: str | None = None
-
-
-class ASCIIJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped, so that any Python string encodes."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-async def validation_error(_request: Request, error: RequestValidationError) -> Response:
-    """Answer 422 as FastAPI does, but never fail to encode the answer.
-
-    The errors echo the input back, and it may hold an unpaired surrogate (JSON allows
-    "\\ud800") that UTF-8 cannot encode: the default handler turns that 422 into a 500.
-    """
-    return ASCIIJSONResponse(
-        {"detail": jsonable_encoder(error.errors())},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
 
 
 @asynccontextmanager
@@ -67,7 +45,7 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title=settings.app_name,
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: validation_error},
+        exception_handlers=EXCEPTION_HANDLERS,
     )
 
     @app.get(
@@ -78,7 +56,7 @@ def create_app() -> FastAPI:
         """Answer 200 when the database answers ``SELECT 1``, 503 otherwise."""
         try:
             await session.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError) as error:
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
             # The exception type only: driver messages can hold host names or credentials.
             logger.warning("health check: database unreachable (%s)", type(error).__name__)
             await session.rollback()

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     database_pool_pre_ping: bool = True
+    # Behind PgBouncer in transaction pooling mode: no prepared statement may outlive a
+    # transaction, since the next one may run on another server connection.
+    database_pgbouncer: bool = False
     # How long a SQLite connection waits for another writer before "database is locked".
     database_sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -303,3 +304,35 @@ def test_postgresql_engine_uses_the_pool_settings() -> None:
     assert engine.url.drivername == "postgresql+asyncpg"
     assert (pool.size(), pool.timeout(), pool._recycle, pool._pre_ping) == (3, 4.5, 60, True)  # type: ignore[attr-defined]
     assert engine.sync_engine.pool._max_overflow == 2  # type: ignore[attr-defined]
+
+
+async def connect_arguments(engine: AsyncEngine) -> dict[str, Any]:
+    """The keyword arguments the engine would pass to asyncpg.connect() (no connection made)."""
+    captured: dict[str, Any] = {}
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def capture(_dialect: Any, _record: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        captured.update(kwargs)
+        raise ConnectionRefusedError("captured; not connecting")
+
+    with pytest.raises(ConnectionRefusedError, match="captured"):
+        await engine.connect()
+    await engine.dispose()
+    return captured
+
+
+async def test_postgresql_connections_carry_the_service_name() -> None:
+    settings = settings_for("postgresql://svc:pw@db.invalid/app", app_name="Billing")
+    arguments = await connect_arguments(create_engine(settings))
+    assert arguments["server_settings"] == {"application_name": "Billing"}
+    assert "statement_cache_size" not in arguments
+
+
+async def test_behind_pgbouncer_no_prepared_statement_outlives_its_transaction() -> None:
+    settings = settings_for("postgresql://svc:pw@bouncer/app", database_pgbouncer=True)
+    engine = create_engine(settings)
+    assert engine.url.query == {"prepared_statement_cache_size": "0"}
+    arguments = await connect_arguments(engine)
+    assert arguments["statement_cache_size"] == 0
+    names = {arguments["prepared_statement_name_func"]() for _ in range(3)}
+    assert len(names) == 3

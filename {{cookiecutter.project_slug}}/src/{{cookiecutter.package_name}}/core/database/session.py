@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -54,6 +55,10 @@ def _configure_sqlite(
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
 def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
     """Create the engine that ``settings`` describe; no connection is opened yet.
 
@@ -72,8 +77,19 @@ def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> As
             file_database=not is_sqlite_memory(url),
         )
         return engine
+    # The service's name in pg_stat_activity, to tell its connections apart.
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": settings.app_name}}
+    if settings.database_pgbouncer:
+        # asyncpg prepares every statement and caches it per connection; behind PgBouncer
+        # that ends in 'prepared statement "..." does not exist' (or "already exists").
+        # Turn both caches off and give each statement a unique name.
+        # https://docs.sqlalchemy.org/en/21/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
+        url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
     return create_async_engine(
         url,
+        connect_args=connect_args,
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,

@@ -1,0 +1,155 @@
+"""Behind PgBouncer in transaction pooling mode, with several worker processes (PITFALLS 11).
+
+A generated service serves real HTTP traffic through uvicorn with three workers, each with its
+own connection pool, multiplexed by PgBouncer onto two server connections. With
+DATABASE_PGBOUNCER=true no request fails; without it, asyncpg's prepared statements meet the
+wrong server connection and requests fail, which shows that the test can see the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import PgBouncer, PostgresServer, clean_env, free_port, run, wait_for_port
+
+pytestmark = pytest.mark.slow
+WORKERS = 3
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
+    """A PgBouncer in front of the test PostgreSQL server; required where PostgreSQL is."""
+    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
+        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    bouncer = PgBouncer(postgres.url, folder)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def migrated_project(cookies_session: Any, postgres: PostgresServer) -> Iterator[tuple[Path, str]]:
+    """A PostgreSQL bake with the meetings domain, migrated in a database of its own."""
+    result = cookies_session.bake(extra_context={"database": "postgresql"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    database = postgres.create_database()
+    try:
+        run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=project,
+            env=clean_env(DATABASE_URL=postgres.async_url(database)),
+        )
+        yield project, database
+    finally:
+        postgres.drop_database(database)
+
+
+@contextmanager
+def uvicorn(project: Path, database_url: str, log: Path, **settings: str) -> Iterator[str]:
+    """The service under uvicorn with several workers; yields its base URL."""
+    port = free_port()
+    env = clean_env(DATABASE_URL=database_url, DATABASE_POOL_SIZE="4", **settings)
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"{project_package(project)}.main:app",
+                "--app-dir",
+                "src",
+                "--port",
+                str(port),
+                "--workers",
+                str(WORKERS),
+                "--log-level",
+                "warning",
+            ],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def project_package(project: Path) -> str:
+    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()]
+    return package
+
+
+async def traffic(base_url: str, rounds: int = 60, concurrency: int = 24) -> Counter[int]:
+    """Create, read, list and search rooms from many clients at once; count the statuses."""
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+
+        async def client_round() -> None:
+            created = await client.post(
+                "/rooms", json={"name": f"room {uuid.uuid4().hex}", "capacity": 5}
+            )
+            statuses[created.status_code] += 1
+            if created.status_code == 201:
+                room_id = created.json()["id"]
+                for path in (
+                    f"/rooms/{room_id}",
+                    "/rooms?limit=5",
+                    f"/transcripts?room_id={room_id}",
+                ):
+                    statuses[(await client.get(path)).status_code] += 1
+
+        for _ in range(rounds // concurrency + 1):
+            await asyncio.gather(*(client_round() for _ in range(concurrency)))
+    return statuses
+
+
+def test_with_database_pgbouncer_no_request_fails(
+    migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    project, database = migrated_project
+    log = tmp_path / "uvicorn.log"
+    with uvicorn(project, pgbouncer.url(database), log, DATABASE_PGBOUNCER="true") as base_url:
+        statuses = asyncio.run(traffic(base_url))
+    output = log.read_text(errors="replace")
+    assert set(statuses) <= {200, 201}, (statuses, output[-3000:])
+    assert sum(statuses.values()) > 200
+    assert "prepared statement" not in output
+
+
+def test_without_it_prepared_statements_meet_the_wrong_connection(
+    migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    project, database = migrated_project
+    log = tmp_path / "uvicorn.log"
+    with uvicorn(project, pgbouncer.url(database), log) as base_url:
+        statuses = asyncio.run(traffic(base_url))
+    output = log.read_text(errors="replace")
+    assert statuses[500] > 0, statuses
+    assert "prepared statement" in output

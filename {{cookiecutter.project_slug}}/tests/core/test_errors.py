@@ -1,0 +1,125 @@
+"""Errors no route handles: which database errors mean "retry later", and how they are answered."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import sqlalchemy.exc
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from {{ cookiecutter.package_name }}.core.database import (
+    SessionDep,
+    create_engine,
+)
+from {{ cookiecutter.package_name }}.core.errors import (
+    BUSY,
+    UNAVAILABLE,
+    unavailable_reason,
+)
+from {{ cookiecutter.package_name }}.main import (
+    create_app,
+)
+
+from tests.harness import serve, settings_for
+
+
+class DriverError(Exception):
+    """A driver exception carrying a SQLSTATE, as asyncpg's do."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"driver error {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def dbapi_error(sqlstate: str, *, invalidated: bool = False) -> sqlalchemy.exc.DBAPIError:
+    return sqlalchemy.exc.DBAPIError(
+        "SELECT 1", {}, DriverError(sqlstate), connection_invalidated=invalidated
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (sqlalchemy.exc.TimeoutError("QueuePool limit reached"), BUSY),
+        (ConnectionRefusedError(111, "Connect call failed"), UNAVAILABLE),
+        (TimeoutError(), UNAVAILABLE),
+        (
+            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked")),
+            UNAVAILABLE,
+        ),
+        (dbapi_error("XX000", invalidated=True), UNAVAILABLE),
+        (dbapi_error("3D000"), UNAVAILABLE),  # the database does not exist
+        (dbapi_error("28P01"), UNAVAILABLE),  # password authentication failed
+        (dbapi_error("53300"), UNAVAILABLE),  # too many connections
+        (dbapi_error("57P01"), UNAVAILABLE),  # the server is shutting down
+        (dbapi_error("23505"), None),  # a unique violation is the service's own bug
+        (dbapi_error("42P01"), None),  # so is a missing table
+        (ValueError("not a database error"), None),
+    ],
+)
+def test_unavailable_reason_tells_retry_later_from_bugs(
+    error: BaseException, reason: str | None
+) -> None:
+    assert unavailable_reason(error) == reason
+
+
+def app_raising(error: Exception) -> FastAPI:
+    application = create_app()
+
+    @application.get("/fail")
+    async def fail() -> None:
+        raise error
+
+    return application
+
+
+async def test_a_database_bug_is_a_500_with_its_traceback_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve(app_raising(dbapi_error("42P01"))) as client:
+        response = await client.get("/fail")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    (record,) = [r for r in caplog.records if r.message == "unhandled database error"]
+    assert record.exc_info is not None
+
+
+async def test_an_unreachable_database_is_a_503_naming_only_the_error_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    error = ConnectionRefusedError(111, "Connect call failed ('db.internal', 5432) hunter2")
+    with caplog.at_level(logging.WARNING):
+        async with serve(app_raising(error)) as client:
+            response = await client.get("/fail")
+    assert response.status_code == 503
+    assert response.json() == {"detail": UNAVAILABLE}
+    assert response.headers["retry-after"] == "1"
+    assert "ConnectionRefusedError" in caplog.text
+    assert "hunter2" not in caplog.text + response.text
+
+
+async def test_a_locked_sqlite_database_is_a_503(
+    tmp_path: Path, environ: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    environ.setenv("DATABASE_URL", url)
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "50")
+    application = create_app()
+
+    @application.post("/write")
+    async def write(session: SessionDep) -> None:
+        await session.execute(text("INSERT INTO t VALUES (1)"))
+
+    holder = create_engine(settings_for(url))
+    try:
+        async with holder.begin() as connection:  # BEGIN IMMEDIATE: holds the write lock
+            await connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            async with serve(application) as client:
+                response = await client.post("/write")
+    finally:
+        await holder.dispose()
+    assert response.status_code == 503
+    assert json.loads(response.text) == {"detail": UNAVAILABLE}
