@@ -19,7 +19,9 @@ from {{ cookiecutter.package_name }}.core.database import (
     Base,
     create_engine,
     dispose_engine,
+    get_read_session,
     get_session,
+    read_only_sessionmaker,
     session_scope,
 )
 from {{ cookiecutter.package_name }}.main import app
@@ -98,6 +100,38 @@ async def environ(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[pytest.Monke
 
 
 @pytest.fixture
+async def committed_database(
+    environ: pytest.MonkeyPatch,
+    engine: AsyncEngine,
+    settings: Settings,
+    tmp_path: Path,
+) -> AsyncIterator[str]:
+    """DATABASE_URL set to a database where commits really happen; yields the URL.
+
+    For tests of concurrency and of the service's own engine, which the rolled-back single
+    connection of the other fixtures cannot show. SQLite: a fresh file with every table (an
+    in-memory database has one connection). PostgreSQL: the run's database, emptied after.
+    """
+    if engine.dialect.name == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'committed.db'}"
+        file_engine = create_engine(settings_for(url))
+        async with file_engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        await file_engine.dispose()
+    else:
+        url = settings.database_url.get_secret_value()
+    environ.setenv("DATABASE_URL", url)
+    try:
+        yield url
+    finally:
+        await dispose_engine()
+        if engine.dialect.name == "postgresql":
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
 def backend(engine: AsyncEngine) -> str:
     """The name of the database under test: "sqlite" or "postgresql"."""
     return engine.dialect.name
@@ -127,7 +161,7 @@ async def session(
 
 @pytest.fixture
 async def client(
-    session_factory: async_sessionmaker[AsyncSession],
+    connection: AsyncConnection, session_factory: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the app, its lifespan entered and its sessions in this test's
     transaction (committed through the same ``session_scope`` as in production)."""
@@ -136,7 +170,12 @@ async def client(
         async with session_scope(session_factory) as session:
             yield session
 
+    async def test_read_session() -> AsyncIterator[AsyncSession]:
+        async with read_only_sessionmaker(connection)() as session:
+            yield session
+
     app.dependency_overrides[get_session] = test_session
+    app.dependency_overrides[get_read_session] = test_read_session
     try:
         async with serve(app) as client:
             yield client

@@ -12,13 +12,13 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Body
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.core.database import (
     create_engine,
     get_engine,
-    get_session,
-    session_scope,
+    get_read_session,
+    read_only_sessionmaker,
 )
 from {{ cookiecutter.package_name }}.main import app, create_app
 
@@ -46,13 +46,12 @@ async def test_health_answers_503_when_the_database_is_unreachable(
     client: httpx.AsyncClient, unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = create_engine(settings_for(unreachable_url))
-    factory = async_sessionmaker(engine, expire_on_commit=False)
 
     async def unreachable_session() -> AsyncIterator[AsyncSession]:
-        async with session_scope(factory) as session:
+        async with read_only_sessionmaker(engine)() as session:
             yield session
 
-    app.dependency_overrides[get_session] = unreachable_session
+    app.dependency_overrides[get_read_session] = unreachable_session
     try:
         response = await client.get("/health")
     finally:

@@ -116,6 +116,7 @@ async def terminate_service_backends(engine: AsyncEngine, application_name: str)
         )
     for _ in range(300):  # the backends exit within milliseconds of the signal
         if not set(victims) & set(await service_backends(engine, application_name)):
+            await asyncio.sleep(0.05)  # a moment later: the loop has seen the sockets close
             return victims
         await asyncio.sleep(0.01)
     pytest.fail("the terminated backends were still there after 3 s")

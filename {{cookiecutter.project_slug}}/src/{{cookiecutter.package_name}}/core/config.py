@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
+    # Check a pooled connection before use: locally, plus a round trip if it idled longer
+    # than DATABASE_POOL_PING_AFTER seconds (see core/database/liveness.py).
     database_pool_pre_ping: bool = True
+    database_pool_ping_after: float = Field(default=30.0, ge=0)
     # Behind PgBouncer in transaction pooling mode: no prepared statement may outlive a
     # transaction, since the next one may run on another server connection.
     database_pgbouncer: bool = False

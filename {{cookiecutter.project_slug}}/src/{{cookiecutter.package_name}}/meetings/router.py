@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..core.database import SessionDep
+from ..core.database import ReadSessionDep, SessionDep
 from . import service
 from .models import Room, Summary, SummaryKind, Transcript, UserSession
 from .schemas import (
@@ -68,12 +68,12 @@ async def create_room(data: RoomCreate, session: SessionDep) -> RoomRead:
 
 
 @rooms.get("")
-async def list_rooms(session: SessionDep, offset: Offset = 0, limit: Limit = 50) -> RoomPage:
+async def list_rooms(session: ReadSessionDep, offset: Offset = 0, limit: Limit = 50) -> RoomPage:
     return await _page(RoomPage, session, service.rooms_query(), offset, limit)
 
 
 @rooms.get("/{room_id}")
-async def read_room(room_id: PathId, session: SessionDep) -> RoomRead:
+async def read_room(room_id: PathId, session: ReadSessionDep) -> RoomRead:
     return RoomRead.model_validate(await service.get_or_404(session, Room, room_id))
 
 
@@ -95,7 +95,7 @@ async def join_room(data: UserSessionCreate, session: SessionDep) -> UserSession
 
 @sessions.get("")
 async def list_sessions(
-    session: SessionDep,
+    session: ReadSessionDep,
     room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     user_id: UserId | None = None,
     is_open: Annotated[bool | None, Query(alias="open")] = None,
@@ -107,7 +107,7 @@ async def list_sessions(
 
 
 @sessions.get("/{session_id}")
-async def read_session(session_id: PathId, session: SessionDep) -> UserSessionRead:
+async def read_session(session_id: PathId, session: ReadSessionDep) -> UserSessionRead:
     return UserSessionRead.model_validate(
         await service.get_or_404(session, UserSession, session_id)
     )
@@ -125,7 +125,7 @@ async def create_transcript(data: TranscriptCreate, session: SessionDep) -> Tran
 
 @transcripts.get("")
 async def list_transcripts(
-    session: SessionDep,
+    session: ReadSessionDep,
     room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     q: Annotated[
         SearchText | None, Query(description="text the title or a segment contains")
@@ -140,7 +140,7 @@ async def list_transcripts(
 @transcripts.get("/{transcript_id}")
 async def read_transcript(
     transcript_id: PathId,
-    session: SessionDep,
+    session: ReadSessionDep,
     after: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> TranscriptWithSegments:
@@ -188,7 +188,7 @@ async def create_summary(data: SummaryCreate, session: SessionDep) -> SummaryRea
 
 @summaries.get("")
 async def list_summaries(
-    session: SessionDep,
+    session: ReadSessionDep,
     transcript_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     kind: SummaryKind | None = None,
     offset: Offset = 0,
@@ -203,7 +203,7 @@ async def list_summaries(
 @summaries.get("/latest")
 async def latest_summary(
     transcript_id: Annotated[int, Query(ge=1, le=INT32_MAX)],
-    session: SessionDep,
+    session: ReadSessionDep,
     kind: SummaryKind = SummaryKind.ABSTRACT,
 ) -> SummaryRead:
     """The newest summary of a transcript (of one kind, "abstract" by default)."""
@@ -211,7 +211,7 @@ async def latest_summary(
 
 
 @summaries.get("/{summary_id}")
-async def read_summary(summary_id: PathId, session: SessionDep) -> SummaryRead:
+async def read_summary(summary_id: PathId, session: ReadSessionDep) -> SummaryRead:
     return SummaryRead.model_validate(await service.get_or_404(session, Summary, summary_id))
 
 

@@ -302,7 +302,9 @@ def test_postgresql_engine_uses_the_pool_settings() -> None:
     engine = create_engine(settings)
     pool = engine.sync_engine.pool
     assert engine.url.drivername == "postgresql+asyncpg"
-    assert (pool.size(), pool.timeout(), pool._recycle, pool._pre_ping) == (3, 4.5, 60, True)  # type: ignore[attr-defined]
+    assert (pool.size(), pool.timeout(), pool._recycle) == (3, 4.5, 60)  # type: ignore[attr-defined]
+    # SQLAlchemy's own pre-ping (three round trips) is replaced by core/database/liveness.py.
+    assert pool._pre_ping is False
     assert engine.sync_engine.pool._max_overflow == 2  # type: ignore[attr-defined]
 
 

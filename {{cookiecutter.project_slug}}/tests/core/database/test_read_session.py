@@ -1,0 +1,98 @@
+"""Read-only sessions: autocommit (no BEGIN, no COMMIT), writes refused, readers never wait."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from {{ cookiecutter.package_name }}.core.database import (
+    ReadOnlySessionError,
+    create_engine,
+    get_read_sessionmaker,
+    session_scope,
+)
+
+from tests.harness import settings_for
+from tests.models import Note
+
+
+async def in_transaction(session: AsyncSession) -> bool:
+    """Whether the driver connection under ``session`` is inside a transaction now."""
+    raw: Any = (await (await session.connection()).get_raw_connection()).driver_connection
+    return bool(
+        raw.is_in_transaction() if hasattr(raw, "is_in_transaction") else raw.in_transaction
+    )
+
+
+async def test_a_read_session_sees_committed_rows_outside_any_transaction(
+    committed_database: str,
+) -> None:
+    async with session_scope() as session:
+        session.add(Note(title="committed"))
+    async with get_read_sessionmaker()() as reader:
+        assert await reader.scalar(select(Note.title)) == "committed"
+        assert not await in_transaction(reader)
+    async with session_scope() as writer:
+        await writer.scalar(select(Note.title))
+        assert await in_transaction(writer)
+
+
+async def add_and_flush(session: AsyncSession) -> None:
+    session.add(Note(title="sneaky"))
+    await session.flush()
+
+
+async def orm_insert(session: AsyncSession) -> None:
+    await session.execute(insert(Note).values(title="sneaky"))
+
+
+async def orm_update(session: AsyncSession) -> None:
+    await session.execute(update(Note).values(title="sneaky"))
+
+
+@pytest.mark.parametrize("write", [add_and_flush, orm_insert, orm_update])
+async def test_a_read_session_refuses_to_write(
+    committed_database: str, write: Callable[[AsyncSession], Awaitable[None]]
+) -> None:
+    async with get_read_sessionmaker()() as reader:
+        with pytest.raises(ReadOnlySessionError, match="read-only; use SessionDep to write"):
+            await write(reader)
+    async with session_scope() as session:
+        assert await session.scalar(select(Note).where(Note.title == "sneaky")) is None
+
+
+async def test_a_reader_does_not_wait_for_a_sqlite_writer(
+    environ: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # PostgreSQL readers never wait for writers (MVCC); on SQLite, read sessions must not
+    # take the write lock that every other transaction takes (BEGIN IMMEDIATE).
+    url = f"sqlite+aiosqlite:///{tmp_path / 'readers.db'}"
+    environ.setenv("DATABASE_URL", url)
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "50")
+    writer = create_engine(settings_for(url))
+    try:
+        async with writer.begin() as connection:
+            await connection.run_sync(Note.metadata.create_all)
+        async with writer.begin() as connection:  # BEGIN IMMEDIATE: holds the write lock
+            await connection.execute(text("INSERT INTO test_note (title) VALUES ('pending')"))
+            async with get_read_sessionmaker()() as reader:
+                titles = list(await reader.scalars(select(Note.title)))
+    finally:
+        await writer.dispose()
+    assert titles == []  # the read did not block, and saw nothing uncommitted
+
+
+async def test_behind_pgbouncer_a_read_session_keeps_its_transaction(
+    committed_database: str, environ: pytest.MonkeyPatch
+) -> None:
+    # PgBouncer (transaction mode) may send each statement outside a transaction to another
+    # server connection, and asyncpg's prepare and execute are two messages.
+    environ.setenv("DATABASE_PGBOUNCER", "true")
+    async with get_read_sessionmaker()() as reader:
+        await reader.scalar(select(Note.title))
+        assert await in_transaction(reader)
