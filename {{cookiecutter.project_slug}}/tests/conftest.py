@@ -30,7 +30,7 @@ from tests import models  # noqa: F401 - registers the test tables on Base.metad
 from tests.harness import (
     MEMORY_URL,
     postgres_server_url,
-    rolled_back_connection,
+    rolled_back,
     savepoint_sessionmaker,
     serve,
     settings_for,
@@ -88,6 +88,13 @@ async def empty_database_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url.render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session")
+async def shared_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection for the whole run; each test takes it in a transaction of its own."""
+    async with engine.connect() as connection:
+        yield connection
+
+
 @pytest.fixture
 async def environ(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[pytest.MonkeyPatch]:
     """``monkeypatch`` for environment variables that the service's cached settings and
@@ -138,9 +145,11 @@ def backend(engine: AsyncEngine) -> str:
 
 
 @pytest.fixture
-async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def connection(
+    shared_connection: AsyncConnection,
+) -> AsyncIterator[AsyncConnection]:
     """This test's connection; everything it does, commits included, is rolled back."""
-    async with rolled_back_connection(engine) as connection:
+    async with rolled_back(shared_connection) as connection:
         yield connection
 
 
@@ -152,11 +161,17 @@ def session_factory(connection: AsyncConnection) -> async_sessionmaker[AsyncSess
 
 @pytest.fixture
 async def session(
-    session_factory: async_sessionmaker[AsyncSession],
+    connection: AsyncConnection, session_factory: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[AsyncSession]:
     """A session inside this test's transaction."""
-    async with session_factory() as session:
+    session = session_factory()
+    try:
         yield session
+    finally:
+        # Ending the test's transaction ends the session's SAVEPOINT with it, which saves
+        # the ROLLBACK TO SAVEPOINT that closing the session first would send.
+        await connection.rollback()
+        await session.close()
 
 
 @pytest.fixture

@@ -61,15 +61,21 @@ async def temporary_database(server_url: URL) -> AsyncIterator[URL]:
 
 
 @asynccontextmanager
+async def rolled_back(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """``connection`` inside a transaction that is rolled back at the end, whatever happened."""
+    transaction = await connection.begin()
+    try:
+        yield connection
+    finally:
+        if transaction.is_active:
+            await transaction.rollback()
+
+
+@asynccontextmanager
 async def rolled_back_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection inside a transaction that is rolled back at the end, whatever happened."""
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        finally:
-            if transaction.is_active:
-                await transaction.rollback()
+    """A new connection of ``engine`` inside a transaction rolled back at the end."""
+    async with engine.connect() as connection, rolled_back(connection):
+        yield connection
 
 
 def savepoint_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:

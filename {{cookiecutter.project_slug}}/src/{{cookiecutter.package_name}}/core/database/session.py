@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.exc import InvalidRequestError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -59,7 +60,13 @@ def _configure_sqlite(
         # Read-only sessions run in autocommit: each SELECT is its own transaction, and in
         # WAL mode readers never wait for the writer.
         if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Straight to the driver: one trip to aiosqlite's thread, where a statement
+            # through SQLAlchemy's cursor takes three (cursor, execute, close).
+            dbapi_connection: Any = connection.connection.dbapi_connection
+            try:
+                dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
+            except sqlite3.OperationalError as error:  # "database is locked", as SQLAlchemy's
+                raise OperationalError("BEGIN IMMEDIATE", None, error) from error
 
 
 def _unique_statement_name() -> str:
