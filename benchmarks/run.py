@@ -1,0 +1,744 @@
+"""Benchmark a generated service against baselines measured side by side in the same run.
+
+    .venv/bin/python benchmarks/run.py            # about 6 minutes; writes benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/run.py --quick    # a smoke run with short durations
+
+Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
+B1-B5 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
+and streaming appends. Every number comes with the baseline it is compared to, measured in the
+same run: the machines are shared and noisy, so ratios mean more than absolute times.
+Needs wrk (apt-get install wrk) and the PostgreSQL server of TEMPLATE_POSTGRES_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+WORK = HERE / ".work"
+SERVER_URL = make_url(
+    os.environ.get("TEMPLATE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+)
+PYTHON = sys.executable
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    bench: str
+    case: str
+    value: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.bench} {row.case}: {row.value} {row.ratio} {row.met}".rstrip(), flush=True)
+
+    def markdown(self) -> str:
+        lines = [
+            "| bench | case | measured | baseline (same run) | ratio | target | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            cells = (r.bench, r.case, r.value, r.baseline, r.ratio, r.target, r.met)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_", "TEST_DATABASE_", "PYTEST_", "COV_"))
+    }
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _execute(statement: str, database: str | None = None) -> None:
+    url = SERVER_URL.set(database=database) if database else SERVER_URL
+    connection = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def sql(statement: str, database: str | None = None) -> None:
+    asyncio.run(_execute(statement, database))
+
+
+def async_url(database: str) -> str:
+    url = SERVER_URL.set(drivername="postgresql+asyncpg", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+# --- the project under test ---------------------------------------------------------------
+
+
+@dataclass
+class Project:
+    path: Path
+    package: str
+    database: str  # the PostgreSQL database the benchmarks use
+
+    @property
+    def pg_url(self) -> str:
+        return async_url(self.database)
+
+
+def bake_times(repeats: int) -> list[float]:
+    """Wall time of an in-process ``cookiecutter --no-input`` bake, ``repeats`` times."""
+    from cookiecutter.main import cookiecutter
+
+    times = []
+    for n in range(repeats):
+        target = WORK / f"bake-{n}"
+        shutil.rmtree(target, ignore_errors=True)
+        started = time.perf_counter()
+        cookiecutter(str(REPO_ROOT), no_input=True, output_dir=str(target))
+        times.append(time.perf_counter() - started)
+        shutil.rmtree(target)
+    return times
+
+
+def prepare_project() -> Project:
+    from cookiecutter.main import cookiecutter
+
+    target = WORK / "project"
+    shutil.rmtree(target, ignore_errors=True)
+    path = Path(
+        cookiecutter(
+            str(REPO_ROOT),
+            no_input=True,
+            output_dir=str(target),
+            extra_context={"database": "postgresql", "project_name": "Bench Service"},
+        )
+    )
+    database = f"bench_{uuid.uuid4().hex[:12]}"
+    sql(f'CREATE DATABASE "{database}"')
+    project = Project(path=path, package="bench_service", database=database)
+    run(
+        [PYTHON, "-m", "alembic", "upgrade", "head"],
+        cwd=path,
+        env=clean_env(DATABASE_URL=project.pg_url),
+    )
+    return project
+
+
+# --- B1: test-harness cost ------------------------------------------------------------------
+
+HARNESS_TESTS = """
+import pytest
+from sqlalchemy import select
+
+from tests.models import Note
+
+
+@pytest.mark.parametrize("n", range({count}))
+async def test_insert_and_read(session, n):
+    title = f"note {{n}}"
+    session.add(Note(title=title))
+    await session.flush()
+    assert await session.scalar(select(Note.title).where(Note.title == title)) == title
+"""
+
+FRESH_ENGINE_TESTS = """
+import pytest
+from sqlalchemy import select
+
+from {package}.core.database import Base, create_engine, session_scope
+from tests.harness import settings_for
+from tests.models import Note
+
+
+@pytest.mark.parametrize("n", range({count}))
+async def test_insert_and_read(database_url, n):
+    # The common pattern: a fresh engine and schema per test.
+    engine = create_engine(settings_for(database_url))
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    try:
+        async with engine.connect() as connection:
+            from sqlalchemy.ext.asyncio import async_sessionmaker
+            async with async_sessionmaker(connection, expire_on_commit=False)() as session:
+                session.add(Note(title=f"note {{n}}"))
+                await session.flush()
+                assert await session.scalar(select(Note.title)) == f"note {{n}}"
+    finally:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+        await engine.dispose()
+"""
+
+EMPTY_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range({count}))
+async def test_nothing(engine, n):
+    # The floor: the run's one-time set-up (database, engine, schema) and nothing per test.
+    pass
+"""
+
+
+def pytest_seconds(project: Project, test_file: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    run(
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov", test_file],
+        cwd=project.path,
+        env=env,
+    )
+    return time.perf_counter() - started
+
+
+def bench_harness(project: Project, report: Report, repeats: int, count: int) -> None:
+    folder = project.path / "tests" / "bench"
+    folder.mkdir(exist_ok=True)
+    (folder / "__init__.py").write_text("")
+    suites = {
+        "empty": EMPTY_TESTS.format(count=count),
+        "harness": HARNESS_TESTS.format(count=count),
+        "fresh": FRESH_ENGINE_TESTS.format(count=count, package=project.package),
+    }
+    for name, source in suites.items():
+        (folder / f"test_{name}.py").write_text(source)
+    backends = {
+        "SQLite (memory)": clean_env(),
+        "PostgreSQL": clean_env(TEST_DATABASE_URL=SERVER_URL.render_as_string(hide_password=False)),
+    }
+    targets = {"SQLite (memory)": 3.0, "PostgreSQL": 5.0}
+    for backend, env in backends.items():
+        seconds: dict[str, list[float]] = {name: [] for name in suites}
+        for _ in range(repeats):
+            for name in suites:
+                seconds[name].append(pytest_seconds(project, f"tests/bench/test_{name}.py", env))
+        floor = median(seconds["empty"])
+        per_test = {
+            name: (median(seconds[name]) - floor) / count * 1000 for name in ("harness", "fresh")
+        }
+        report.add(
+            Row(
+                "B1",
+                f"{count} DB tests, {backend}, ms/test above the empty-suite floor",
+                f"{per_test['harness']:.2f} ms",
+                f"{per_test['fresh']:.2f} ms (fresh engine + create_all)",
+                f"{per_test['fresh'] / per_test['harness']:.1f}x faster",
+                f"<= {targets[backend]:g} ms",
+                verdict(per_test["harness"] <= targets[backend]),
+            )
+        )
+    shutil.rmtree(folder)
+
+
+# --- servers and load -----------------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn(cwd: Path, app: str, env: dict[str, str], app_dir: str = ".") -> Iterator[str]:
+    """One uvicorn worker serving ``app``; yields its base URL once /…ping answers."""
+    port = free_port()
+    log = WORK / f"uvicorn-{port}.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                app,
+                "--app-dir",
+                app_dir,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(base, server, log)
+            yield base
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def wait_until_up(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"uvicorn exited:\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(base + "/docs", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.02)
+    raise SystemExit(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
+
+
+def wrk(
+    url: str,
+    seconds: float,
+    connections: int = 50,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[float, int]:
+    """Requests per second and non-2xx/3xx answers of one wrk run (one thread)."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s"]
+    if script is not None:
+        args += ["-s", str(script)]
+    output = run([*args, url], cwd=HERE, env=env)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:.*?timeout (\d+)", output)
+    return rate, (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0)
+
+
+def service_env(project: Project, url: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        DATABASE_URL=url,
+        BENCH_PACKAGE=project.package,
+        PYTHONPATH=os.pathsep.join([str(project.path / "src"), str(HERE)]),
+        **extra,
+    )
+
+
+def seed_room(base: str) -> int:
+    response = httpx.post(
+        base + "/rooms",
+        json={"name": f"room {uuid.uuid4().hex}", "capacity": 8, "description": "third floor"},
+    )
+    response.raise_for_status()
+    return int(response.json()["id"])
+
+
+# --- B2: the HTTP read path -----------------------------------------------------------------
+
+
+def bench_read_path(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    env = service_env(project, project.pg_url)
+    raw_env = clean_env(RAW_DSN=SERVER_URL.set(database=project.database).render_as_string(False))
+    with (
+        uvicorn(HERE, "bench_app:app", env) as generated,
+        uvicorn(HERE, "baseline_asyncpg:app", raw_env) as raw,
+    ):
+        room = seed_room(generated)
+        targets = {
+            "no database (ceiling)": raw + "/ping",
+            "raw asyncpg pool": f"{raw}/rooms/{room}",
+            "generated: get_session (ReadSessionDep)": f"{generated}/rooms/{room}",
+            "common pattern: pool_pre_ping + transaction": f"{generated}/bench/common/rooms/{room}",
+        }
+        rates: dict[str, list[float]] = {name: [] for name in targets}
+        for url in targets.values():
+            wrk(url, 1)  # warm up: connections, caches, prepared statements
+        for _ in range(repeats):
+            for name, url in targets.items():
+                rate, bad = wrk(url, seconds)
+                if bad:
+                    raise SystemExit(f"B2 {name}: {bad} failed requests")
+                rates[name].append(rate)
+    med = {name: median(values) for name, values in rates.items()}
+    raw_rate = med["raw asyncpg pool"]
+    for name, rate in med.items():
+        ratio = rate / raw_rate
+        row = Row(
+            "B2",
+            f"GET a row by id, 1 worker, 50 connections: {name}",
+            f"{rate:,.0f} req/s",
+            f"{raw_rate:,.0f} req/s (raw asyncpg)",
+            f"{ratio:.2f}x",
+        )
+        if name.startswith("generated"):
+            row.target, row.met = ">= 0.55x", verdict(ratio >= 0.55)
+        report.add(row)
+
+
+# --- B3: the event loop under slow queries --------------------------------------------------
+
+
+PROBE = """
+import json, sys, time, httpx
+url, until = sys.argv[1], float(sys.argv[2])
+samples = []
+with httpx.Client(timeout=30) as client:
+    client.get(url)
+    while time.time() < until:
+        started = time.time()
+        client.get(url).raise_for_status()
+        samples.append((started, time.time() - started))
+        time.sleep(0.01)
+print(json.dumps(samples))
+"""
+
+
+async def fire(base: str, path: str, requests: int) -> tuple[float, float]:
+    """Send ``requests`` slow requests at once; return when they started and their wall time."""
+    limits = httpx.Limits(max_connections=requests)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
+        started = time.time()
+        responses = await asyncio.gather(*(client.get(path) for _ in range(requests)))
+        wall = time.time() - started
+    if any(response.status_code != 200 for response in responses):
+        raise SystemExit(f"B3 {path}: failed requests")
+    return started, wall
+
+
+def slow_load(base: str, path: str, requests: int, longest: float) -> tuple[float, list[float]]:
+    """Fire the slow requests while another process probes /bench/ping every 10 ms.
+
+    The probe runs in its own process, so that only the service's event loop, not the load
+    generator, can delay it. Returns the wall time and the probe latencies during the load.
+    """
+    until = time.time() + longest + 1.0
+    probe = subprocess.Popen(
+        [PYTHON, "-c", PROBE, base + "/bench/ping", str(until)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)  # the probe is connected and sampling
+    started, wall = asyncio.run(fire(base, path, requests))
+    samples = json.loads(probe.communicate(timeout=longest + 60)[0])
+    during = [latency for at, latency in samples if started <= at <= started + wall]
+    return wall, during
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def bench_event_loop(project: Project, report: Report, requests: int) -> None:
+    wait = 0.2
+    pool = 15  # pool_size 5 + max_overflow 10, the generated defaults (SQLite files alike)
+    sqlite_url = f"sqlite+aiosqlite:///{WORK / 'b3.db'}"
+    cases = {
+        "PostgreSQL pg_sleep": (project.pg_url, "/bench/sleep", requests),
+        "SQLite file, slow query": (sqlite_url, "/bench/sleep", requests),
+        # Fewer requests: they run one after the other, so 100 would take 20 s.
+        "contrast: blocking driver call in async def": (project.pg_url, "/bench/blocking", 20),
+    }
+    for name, (url, path, count) in cases.items():
+        ideal = -(-count // pool) * wait
+        with uvicorn(HERE, "bench_app:app", service_env(project, url)) as base:
+            wall, latencies = slow_load(base, f"{path}?seconds={wait}", count, count * wait)
+        probe = p99(latencies) * 1000
+        ok = probe <= 20 and wall <= 1.5 * ideal
+        report.add(
+            Row(
+                "B3",
+                f"{count} requests each waiting {wait} s: {name}",
+                f"probe p99 {probe:.1f} ms ({len(latencies)} probes); wall {wall:.2f} s",
+                f"ideal wall {ideal:.2f} s (pool of {pool})",
+                f"{wall / ideal:.2f}x ideal",
+                "" if name.startswith("contrast") else "p99 <= 20 ms, wall <= 1.5x",
+                "(expected to fail)" if name.startswith("contrast") else verdict(ok),
+            )
+        )
+
+
+# --- B4: start-up ---------------------------------------------------------------------------
+
+
+def first_health_seconds(project: Project) -> tuple[float, float]:
+    """Seconds from spawning uvicorn to the first 200 of /health; and to import the app."""
+    env = service_env(project, project.pg_url)
+    started = time.perf_counter()
+    run([PYTHON, "-c", f"import {project.package}.main"], cwd=project.path, env=env)
+    imported = time.perf_counter() - started
+    port = free_port()
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            f"{project.package}.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=project.path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return time.perf_counter() - started, imported
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - started > 30:
+                raise SystemExit("the service did not answer /health within 30 s")
+            time.sleep(0.005)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def bench_startup(project: Project, report: Report, repeats: int) -> None:
+    python_alone = median(
+        [timed(lambda: run([PYTHON, "-c", "pass"], cwd=HERE)) for _ in range(repeats)]
+    )
+    results = [first_health_seconds(project) for _ in range(repeats)]
+    to_health = median([r[0] for r in results])
+    to_import = median([r[1] for r in results])
+    report.add(
+        Row(
+            "B4",
+            "import the app (python -c import)",
+            f"{to_import:.2f} s",
+            f"{python_alone:.2f} s (python -c pass)",
+            "",
+            "",
+            "",
+        )
+    )
+    report.add(
+        Row(
+            "B4",
+            "spawn uvicorn to first 200 from /health",
+            f"{to_health:.2f} s",
+            f"{python_alone:.2f} s (python -c pass)",
+            f"{to_health / python_alone:.1f}x",
+            "<= 1.0 s",
+            verdict(to_health <= 1.0),
+        )
+    )
+    bake = median(bake_times(repeats))
+    report.add(
+        Row(
+            "B4",
+            "cookiecutter bake (--no-input, in process)",
+            f"{bake:.2f} s",
+            "",
+            "",
+            "<= 0.5 s",
+            verdict(bake <= 0.5),
+        )
+    )
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+# --- B5: streaming appends ------------------------------------------------------------------
+
+
+def bench_appends(project: Project, report: Report, seconds: float) -> None:
+    sqlite_url = f"sqlite+aiosqlite:///{WORK / 'b5.db'}"
+    run(
+        [PYTHON, "-m", "alembic", "upgrade", "head"],
+        cwd=project.path,
+        env=clean_env(DATABASE_URL=sqlite_url),
+    )
+    for backend, url in (("SQLite file", sqlite_url), ("PostgreSQL", project.pg_url)):
+        with uvicorn(HERE, "bench_app:app", service_env(project, url)) as base:
+            for batch in (1, 50):
+                room = seed_room(base)
+                created = httpx.post(
+                    base + "/transcripts",
+                    json={"room_id": room, "title": "stream", "language": "en"},
+                )
+                created.raise_for_status()
+                transcript = created.json()["id"]
+                reader = subprocess.Popen(
+                    [
+                        "wrk",
+                        "-t1",
+                        "-c5",
+                        f"-d{round(seconds)}s",
+                        f"{base}/transcripts/{transcript}?limit=50",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                rate, bad = wrk(
+                    base,
+                    seconds,
+                    connections=10,
+                    script=HERE / "append.lua",
+                    env={**os.environ, "BATCH": str(batch), "TRANSCRIPT": str(transcript)},
+                )
+                reads = reader.communicate(timeout=seconds + 30)[0]
+                read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
+                stored = len(
+                    httpx.get(f"{base}/transcripts/{transcript}", params={"limit": 1000}).json()[
+                        "segments"
+                    ]
+                )
+                if bad or stored == 0:
+                    raise SystemExit(f"B5 {backend} batch {batch}: {bad} failed appends")
+                report.add(
+                    Row(
+                        "B5",
+                        f"append batches of {batch}, {backend}, 10 writers + 5 readers",
+                        f"{rate * batch:,.0f} segments/s ({rate:,.0f} req/s)",
+                        f"readers {read_rate:,.0f} req/s",
+                        "",
+                        "",
+                        "",
+                    )
+                )
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def versions() -> str:
+    import aiosqlite
+    import fastapi
+    import pydantic
+    import sqlalchemy
+    import uvicorn as uvicorn_package
+
+    async def server_version() -> str:
+        connection = await asyncpg.connect(
+            host=SERVER_URL.host,
+            port=SERVER_URL.port or 5432,
+            user=SERVER_URL.username,
+            database=SERVER_URL.database,
+        )
+        try:
+            return str(await connection.fetchval("SHOW server_version"))
+        finally:
+            await connection.close()
+
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = match.group(1) if match else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read_text()).group(1))  # type: ignore[union-attr]
+        memory = f"{kb / 1024 / 1024:.0f} GiB"
+    # wrk --version prints its version and exits 1.
+    wrk_output = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    wrk_version = (wrk_output.stdout + wrk_output.stderr).splitlines()[0]
+    return "\n".join(
+        [
+            f"- machine: {os.cpu_count()} cores ({cpu}), {memory}, {platform.platform()}",
+            f"- Python {platform.python_version()}; SQLAlchemy {sqlalchemy.__version__}, "
+            f"FastAPI {fastapi.__version__}, pydantic {pydantic.__version__}, "
+            f"asyncpg {asyncpg.__version__}, aiosqlite {aiosqlite.__version__}, "
+            f"uvicorn {uvicorn_package.__version__} (asyncio loop, h11)",
+            f"- PostgreSQL {asyncio.run(server_version())} on loopback; {wrk_version}",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run (numbers are rough)")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    repeats, seconds, count = (1, 1.0, 50) if options.quick else (3, 5.0, 200)
+    WORK.mkdir(exist_ok=True)
+    report = Report()
+    started = time.perf_counter()
+    print("baking and migrating ...", flush=True)
+    project = prepare_project()
+    try:
+        print("B1 test harness", flush=True)
+        bench_harness(project, report, repeats, count)
+        print("B2 read path", flush=True)
+        bench_read_path(project, report, repeats, seconds)
+        print("B3 event loop", flush=True)
+        bench_event_loop(project, report, 100)
+        print("B4 start-up", flush=True)
+        bench_startup(project, report, 3 if options.quick else 5)
+        print("B5 appends", flush=True)
+        bench_appends(project, report, seconds)
+    finally:
+        sql(f'DROP DATABASE IF EXISTS "{project.database}" WITH (FORCE)')
+    table = report.markdown()
+    print("\n" + table)
+    options.output.write_text(
+        "# Benchmark results\n\n"
+        f"Written by `benchmarks/run.py{' --quick' if options.quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
+        f"{time.perf_counter() - started:.0f} s. Medians of {repeats} run(s); every baseline "
+        "was measured in the same run, on the same machine.\n\n"
+        f"{versions()}\n\n{table}\n"
+    )
+    print(f"\nwritten to {options.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The benchmark script: its arithmetic, and a quick run end to end (every bench reports)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import Report, Row, p99, verdict
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+
+
+def test_p99_is_the_value_below_which_99_percent_fall() -> None:
+    assert p99([float(n) for n in range(1, 101)]) == 100.0
+    assert p99([float(n) for n in range(1, 1001)]) == 991.0
+    assert p99([5.0]) == 5.0
+
+
+def test_the_report_is_one_markdown_table_with_a_verdict_per_target() -> None:
+    report = Report()
+    report.add(Row("B4", "bake", "0.20 s", "", "", "<= 0.5 s", verdict(True)))
+    report.add(Row("B2", "read", "900 req/s", "2,000 req/s", "0.45x", ">= 0.55x", verdict(False)))
+    lines = report.markdown().splitlines()
+    assert lines[0].startswith("| bench | case | measured |")
+    assert lines[2] == "| B4 | bake | 0.20 s |  |  | <= 0.5 s | yes |"
+    assert lines[3].endswith("| >= 0.55x | **no** |")
+
+
+@pytest.mark.slow
+def test_a_quick_benchmark_run_reports_every_bench(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    if shutil.which("wrk") is None:
+        message = "wrk is not installed (apt-get install wrk)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}; REQUIRE_POSTGRES is set", pytrace=False)
+        pytest.skip(message)
+    output = tmp_path / "results.md"
+    run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=clean_env(TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False)),
+        timeout=900,
+    )
+    text = output.read_text()
+    for bench in ("B1", "B2", "B3", "B4", "B5"):
+        assert f"| {bench} |" in text
+    assert "raw asyncpg pool" in text
+    assert "contrast: blocking driver call" in text
+    assert "- machine:" in text
