@@ -51,14 +51,16 @@ async def kill_connection(service: AsyncEngine, admin: AsyncEngine) -> None:
         pid = await connection.scalar(text("SELECT pg_backend_pid()"))
     async with admin.connect() as connection:
         await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
-        for _ in range(300):
+    gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
+    for _ in range(300):
+        # A new transaction each time: pg_stat_activity is a snapshot per transaction.
+        async with admin.connect() as connection:
             if await connection.scalar(gone, {"pid": pid}):
                 # A moment later, as for any request after a restart: the event loop has
                 # read the server's goodbye and the end of the socket.
                 await asyncio.sleep(0.05)
                 return
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
     pytest.fail("the terminated backend was still there after 3 s")
 
 
