@@ -5,7 +5,9 @@ every checkout. A connection the server has closed (restart, pg_terminate_backen
 timeout) is already known to be closed on our side: asyncpg saw the socket close. So a
 connection used in the last ``ping_after`` seconds is only checked locally, for free; one idle
 for longer gets the real round trip, which also catches a peer that vanished without closing.
-A connection found dead is replaced before the request sees it.
+A connection found dead is replaced before the request sees it. The one gap: a close that
+arrives in the very loop iteration of a checkout is not seen yet; that request fails, and
+the pool then replaces every connection older than the failure.
 https://docs.sqlalchemy.org/en/21/core/pooling.html#custom-legacy-pessimistic-ping
 """
 
