@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -96,3 +98,23 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
         yield client
+
+
+async def terminate_backends(admin: AsyncEngine, pids: list[int]) -> None:
+    """Kill PostgreSQL backends as a database restart would, and wait until they are gone."""
+    async with admin.connect() as connection:
+        await connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+            {"pids": pids},
+        )
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:pids AS int[]))")
+    for _ in range(300):  # the backends exit within milliseconds of the signal
+        # A new transaction each time: pg_stat_activity is a snapshot per transaction.
+        async with admin.connect() as connection:
+            if not await connection.scalar(alive, {"pids": pids}):
+                # A moment later, as for any request after a restart: the event loop has
+                # read the server's goodbye and the end of the socket.
+                await asyncio.sleep(0.05)
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the terminated backends {pids} were still there after 3 s")

@@ -36,7 +36,13 @@ from {{ cookiecutter.package_name }}.main import (
     create_app,
 )
 
-from tests.harness import postgres_server_url, run_autocommit, serve, settings_for
+from tests.harness import (
+    postgres_server_url,
+    run_autocommit,
+    serve,
+    settings_for,
+    terminate_backends,
+)
 from tests.models import Note
 
 postgres_only = pytest.mark.postgres_only
@@ -107,19 +113,10 @@ async def service_backends(engine: AsyncEngine, application_name: str) -> list[i
 
 
 async def terminate_service_backends(engine: AsyncEngine, application_name: str) -> list[int]:
-    """Kill the service's connections as a database restart would; wait until they are gone."""
+    """Kill the service's connections as a database restart would; return their pids."""
     victims = await service_backends(engine, application_name)
-    async with engine.connect() as connection:
-        await connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
-            {"pids": victims},
-        )
-    for _ in range(300):  # the backends exit within milliseconds of the signal
-        if not set(victims) & set(await service_backends(engine, application_name)):
-            await asyncio.sleep(0.05)  # a moment later: the loop has seen the sockets close
-            return victims
-        await asyncio.sleep(0.01)
-    pytest.fail("the terminated backends were still there after 3 s")
+    await terminate_backends(engine, victims)
+    return victims
 
 
 @postgres_only

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import asyncpg
@@ -18,7 +17,7 @@ from {{ cookiecutter.package_name }}.core.database import (
     create_engine,
 )
 
-from tests.harness import settings_for
+from tests.harness import settings_for, terminate_backends
 
 pytestmark = pytest.mark.postgres_only
 
@@ -49,19 +48,7 @@ async def kill_connection(service: AsyncEngine, admin: AsyncEngine) -> None:
     """Terminate the pooled connection of ``service``, as a database restart would."""
     async with service.connect() as connection:
         pid = await connection.scalar(text("SELECT pg_backend_pid()"))
-    async with admin.connect() as connection:
-        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
-    for _ in range(300):
-        # A new transaction each time: pg_stat_activity is a snapshot per transaction.
-        async with admin.connect() as connection:
-            if await connection.scalar(gone, {"pid": pid}):
-                # A moment later, as for any request after a restart: the event loop has
-                # read the server's goodbye and the end of the socket.
-                await asyncio.sleep(0.05)
-                return
-        await asyncio.sleep(0.01)
-    pytest.fail("the terminated backend was still there after 3 s")
+    await terminate_backends(admin, [pid])
 
 
 async def select_one(engine: AsyncEngine) -> int:
