@@ -30,7 +30,7 @@ pool: asyncpg.Pool | None = None
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     global pool
-    # As many connections as the generated service may open (pool 5 + overflow 10).
+    # As many connections as the generated service may open (pool 15, no overflow).
     pool = await asyncpg.create_pool(os.environ["RAW_DSN"], min_size=5, max_size=15)
     yield
     await pool.close()

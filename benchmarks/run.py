@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py            # about 6 minutes; writes benchmarks/RESULTS.md
     .venv/bin/python benchmarks/run.py --quick    # a smoke run with short durations
+    .venv/bin/python benchmarks/run.py --only B2  # some of them; prints, writes nothing
 
 Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
 B1-B5 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
@@ -390,7 +391,8 @@ def bench_read_path(project: Project, report: Report, repeats: int, seconds: flo
         targets = {
             "no database (ceiling)": raw + "/ping",
             "raw asyncpg pool": f"{raw}/rooms/{room}",
-            "generated: get_session (ReadSessionDep)": f"{generated}/rooms/{room}",
+            "generated: GET /rooms/{id} (ReaderDep)": f"{generated}/rooms/{room}",
+            "generated, ORM: session.get on ReadSessionDep": f"{generated}/bench/orm/rooms/{room}",
             "common pattern: pool_pre_ping + transaction": f"{generated}/bench/common/rooms/{room}",
         }
         rates: dict[str, list[float]] = {name: [] for name in targets}
@@ -413,7 +415,7 @@ def bench_read_path(project: Project, report: Report, repeats: int, seconds: flo
             f"{raw_rate:,.0f} req/s (raw asyncpg)",
             f"{ratio:.2f}x",
         )
-        if name.startswith("generated"):
+        if name.startswith("generated:"):
             row.target, row.met = ">= 0.55x", verdict(ratio >= 0.55)
         report.add(row)
 
@@ -474,7 +476,7 @@ def p99(values: list[float]) -> float:
 
 def bench_event_loop(project: Project, report: Report, requests: int) -> None:
     wait = 0.2
-    pool = 15  # pool_size 5 + max_overflow 10, the generated defaults (SQLite files alike)
+    pool = 15  # pool_size 15 + max_overflow 0, the generated defaults (SQLite files alike)
     sqlite_url = f"sqlite+aiosqlite:///{WORK / 'b3.db'}"
     cases = {
         "PostgreSQL pg_sleep": (project.pg_url, "/bench/sleep", requests),
@@ -703,31 +705,40 @@ def versions() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run (numbers are rough)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["B1", "B2", "B3", "B4", "B5"],
+        help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     repeats, seconds, count = (1, 1.0, 50) if options.quick else (3, 5.0, 200)
+    benches: dict[str, tuple[str, Callable[[Project, Report], None]]] = {
+        "B1": ("test harness", lambda p, r: bench_harness(p, r, repeats, count)),
+        "B2": ("read path", lambda p, r: bench_read_path(p, r, repeats, seconds)),
+        "B3": ("event loop", lambda p, r: bench_event_loop(p, r, 100)),
+        "B4": ("start-up", lambda p, r: bench_startup(p, r, 3 if options.quick else 5)),
+        "B5": ("appends", lambda p, r: bench_appends(p, r, seconds)),
+    }
     WORK.mkdir(exist_ok=True)
     report = Report()
     started = time.perf_counter()
     print("baking and migrating ...", flush=True)
     project = prepare_project()
     try:
-        print("B1 test harness", flush=True)
-        bench_harness(project, report, repeats, count)
-        print("B2 read path", flush=True)
-        bench_read_path(project, report, repeats, seconds)
-        print("B3 event loop", flush=True)
-        bench_event_loop(project, report, 100)
-        print("B4 start-up", flush=True)
-        bench_startup(project, report, 3 if options.quick else 5)
-        print("B5 appends", flush=True)
-        bench_appends(project, report, seconds)
+        for name, (title, bench) in benches.items():
+            if options.only is None or name in options.only:
+                print(f"{name} {title}", flush=True)
+                bench(project, report)
     finally:
         sql(f'DROP DATABASE IF EXISTS "{project.database}" WITH (FORCE)')
     table = report.markdown()
     print("\n" + table)
+    if options.only:
+        return 0
     options.output.write_text(
         "# Benchmark results\n\n"
         f"Written by `benchmarks/run.py{' --quick' if options.quick else ''}` on "

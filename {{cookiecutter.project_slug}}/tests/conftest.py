@@ -8,6 +8,7 @@ after it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.database import (
     Base,
+    Reader,
     create_engine,
     dispose_engine,
     get_read_session,
+    get_reader,
     get_session,
     read_only_sessionmaker,
     session_scope,
@@ -189,8 +192,12 @@ async def client(
         async with read_only_sessionmaker(connection)() as session:
             yield session
 
+    async def test_reader() -> Reader:
+        return Reader(lambda: nullcontext(connection))
+
     app.dependency_overrides[get_session] = test_session
     app.dependency_overrides[get_read_session] = test_read_session
+    app.dependency_overrides[get_reader] = test_reader
     try:
         async with serve(app) as client:
             yield client

@@ -118,3 +118,12 @@ async def terminate_backends(admin: AsyncEngine, pids: list[int]) -> None:
                 return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the terminated backends {pids} were still there after 3 s")
+
+
+async def in_transaction(bind: AsyncSession | AsyncConnection) -> bool:
+    """Whether the driver connection under ``bind`` is inside a transaction now."""
+    connection = await bind.connection() if isinstance(bind, AsyncSession) else bind
+    raw: Any = (await connection.get_raw_connection()).driver_connection
+    return bool(
+        raw.is_in_transaction() if hasattr(raw, "is_in_transaction") else raw.in_transaction
+    )

@@ -73,9 +73,12 @@ class Settings(BaseSettings):
         validate_default=True,
     )
     database_echo: bool = False
-    # PostgreSQL connection pool (SQLite uses SQLAlchemy's defaults for its driver).
-    database_pool_size: int = Field(default=5, ge=1)
-    database_max_overflow: int = Field(default=10, ge=0)
+    # Connection pool (PostgreSQL and SQLite files; in-memory SQLite shares one connection).
+    # Overflow connections are closed whenever they come back to a full pool, which under
+    # steady load above the pool size means a new connection every few requests; so the
+    # default is one pool of 15 (opened as needed, then kept) and no overflow.
+    database_pool_size: int = Field(default=15, ge=1)
+    database_max_overflow: int = Field(default=0, ge=0)
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     # Check a pooled connection before use: locally, plus a round trip if it idled longer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, text, update
@@ -17,16 +16,8 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 
-from tests.harness import settings_for
+from tests.harness import in_transaction, settings_for
 from tests.models import Note
-
-
-async def in_transaction(session: AsyncSession) -> bool:
-    """Whether the driver connection under ``session`` is inside a transaction now."""
-    raw: Any = (await (await session.connection()).get_raw_connection()).driver_connection
-    return bool(
-        raw.is_in_transaction() if hasattr(raw, "is_in_transaction") else raw.in_transaction
-    )
 
 
 async def test_a_read_session_sees_committed_rows_outside_any_transaction(
