@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.database import (
@@ -306,6 +307,18 @@ def test_postgresql_engine_uses_the_pool_settings() -> None:
     # SQLAlchemy's own pre-ping (three round trips) is replaced by core/database/liveness.py.
     assert pool._pre_ping is False
     assert engine.sync_engine.pool._max_overflow == 2  # type: ignore[attr-defined]
+
+
+def test_a_sqlite_file_engine_uses_the_pool_settings_and_memory_one_connection(
+    tmp_path: Path,
+) -> None:
+    file_engine = create_engine(
+        settings_for(f"sqlite:///{tmp_path / 'app.db'}", database_pool_size=7)
+    )
+    pool = file_engine.sync_engine.pool
+    assert (pool.size(), pool._max_overflow) == (7, 0)  # type: ignore[attr-defined]
+    memory_engine = create_engine(settings_for("sqlite://", database_pool_size=7))
+    assert isinstance(memory_engine.sync_engine.pool, StaticPool)
 
 
 async def connect_arguments(engine: AsyncEngine) -> dict[str, Any]:

@@ -231,8 +231,8 @@ class Reader:
     The fast path for hot reads, such as one row by id: no session and no ORM objects, and
     the connection goes back to the pool before the response is built. On ``GET /rooms/{id}``
     it serves about 1.5 times the requests per second of ``session.get`` on ReadSessionDep.
-    Statements run in autocommit, like read-only sessions; INSERT, UPDATE and DELETE are
-    refused.
+    Statements run in autocommit, like read-only sessions; INSERT, UPDATE and DELETE
+    statements are refused (like ReadOnlySession, it does not parse ``text()``).
     """
 
     def __init__(self, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]):
