@@ -51,3 +51,20 @@ def test_a_quick_benchmark_run_reports_every_bench(
     assert "raw asyncpg pool" in text
     assert "contrast: blocking driver call" in text
     assert "- machine:" in text
+
+
+@pytest.mark.slow
+def test_only_runs_the_named_benchmarks_and_writes_nothing(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.md"
+    result = run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--only", "B4", "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=clean_env(TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False)),
+        timeout=300,
+    )
+    assert "| B4 | spawn uvicorn to first 200 from /health |" in result.stdout
+    for bench in ("B1", "B2", "B3", "B5"):
+        assert f"| {bench} |" not in result.stdout
+    assert not output.exists()
