@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.core.config import (
     Settings,
+    get_settings,
 )
 from {{ cookiecutter.package_name }}.core.database import (
+    ReaderDep,
     SessionDep,
     create_engine,
     dispose_engine,
@@ -69,8 +71,17 @@ async def test_a_thousand_concurrent_writes_to_a_sqlite_file_all_land(tmp_path: 
 
 
 def app_with_a_slow_route() -> FastAPI:
-    """The service, plus a route that holds its connection on the database for a while."""
+    """The service, plus routes that hold a connection on the database for a while:
+    /slow through a session, /read through the Reader."""
     application = create_app()
+
+    @application.get("/read")
+    async def read(reader: ReaderDep, seconds: float = 0.0) -> dict[str, str]:
+        if get_settings().sqlalchemy_url.get_backend_name() == "postgresql":
+            await reader.first(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+        else:
+            await reader.first(text("SELECT 1"))
+        return {"status": "ok"}
 
     @application.get("/slow")
     async def slow(session: SessionDep, seconds: float = 0.0) -> dict[str, str]:
@@ -119,15 +130,20 @@ async def terminate_service_backends(engine: AsyncEngine, application_name: str)
     return victims
 
 
+ROUTES = pytest.mark.parametrize("route", ["/slow", "/read"])
+
+
 @postgres_only
+@ROUTES
 async def test_connections_killed_while_idle_are_replaced_unnoticed(
-    service: httpx.AsyncClient, engine: AsyncEngine
+    service: httpx.AsyncClient, engine: AsyncEngine, route: str
 ) -> None:
-    responses = await asyncio.gather(*(service.get("/slow") for _ in range(3)))
+    params = {"seconds": 0.05}  # long enough for the three requests to need three connections
+    responses = await asyncio.gather(*(service.get(route, params=params) for _ in range(3)))
     assert [response.status_code for response in responses] == [200] * 3
     assert len(await terminate_service_backends(engine, os.environ["APP_NAME"])) == 3
     # Each pooled connection is dead; the pre-ping finds out before a request uses one.
-    responses = await asyncio.gather(*(service.get("/slow") for _ in range(3)))
+    responses = await asyncio.gather(*(service.get(route) for _ in range(3)))
     assert [response.status_code for response in responses] == [200] * 3
 
 
@@ -150,8 +166,9 @@ async def test_a_full_pool_answers_503_within_the_pool_timeout_then_recovers(
 
 
 @postgres_only
+@ROUTES
 async def test_killed_connections_fail_only_the_requests_in_flight(
-    service: httpx.AsyncClient, engine: AsyncEngine
+    service: httpx.AsyncClient, engine: AsyncEngine, route: str
 ) -> None:
     name = os.environ["APP_NAME"]
     outcomes: list[tuple[float, int]] = []
@@ -160,7 +177,7 @@ async def test_killed_connections_fail_only_the_requests_in_flight(
     async def client_loop() -> None:
         while not stop.is_set():
             started = time.perf_counter()
-            response = await service.get("/slow", params={"seconds": 0.01})
+            response = await service.get(route, params={"seconds": 0.01})
             outcomes.append((started, response.status_code))
 
     loops = [asyncio.create_task(client_loop()) for _ in range(8)]
@@ -198,16 +215,16 @@ async def test_the_service_starts_without_its_database_and_recovers_when_it_appe
             folder.mkdir()
 
     async with serve(app_with_a_slow_route()) as client:
-        down = [await client.get("/health"), await client.get("/slow")]
+        down = [await client.get(path) for path in ("/health", "/slow", "/read")]
         await create_the_database()
         try:
-            up = [await client.get("/health"), await client.get("/slow")]
+            up = [await client.get(path) for path in ("/health", "/slow", "/read")]
         finally:
             await dispose_engine()
             if backend == "postgresql" and server_url is not None:
                 await run_autocommit(
                     server_url, f'DROP DATABASE IF EXISTS "{missing}" WITH (FORCE)'
                 )
-    assert [response.status_code for response in down] == [503, 503]
-    assert down[1].json() == {"detail": UNAVAILABLE}
-    assert [response.status_code for response in up] == [200, 200]
+    assert [response.status_code for response in down] == [503, 503, 503]
+    assert down[1].json() == down[2].json() == {"detail": UNAVAILABLE}
+    assert [response.status_code for response in up] == [200, 200, 200]
