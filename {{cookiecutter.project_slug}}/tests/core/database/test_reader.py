@@ -107,7 +107,7 @@ async def test_steady_load_above_the_pool_size_opens_no_new_connections(
     statement = select(Note.title)
 
     async def client() -> None:
-        for _ in range(40):
+        for _ in range(20):
             await reader.first(statement)
 
     await asyncio.gather(*(client() for _ in range(50)))
