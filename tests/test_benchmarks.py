@@ -29,22 +29,31 @@ def test_the_report_is_one_markdown_table_with_a_verdict_per_target() -> None:
     assert lines[3].endswith("| >= 0.55x | **no** |")
 
 
-@pytest.mark.slow
-def test_a_quick_benchmark_run_reports_every_bench(
-    postgres: PostgresServer, tmp_path: Path
-) -> None:
+def run_benchmarks(postgres: PostgresServer, *args: str, timeout: float) -> str:
+    """Run benchmarks/run.py with ``args`` against the test server; return its output.
+
+    wrk missing is a skip, or a failure where REQUIRE_POSTGRES says the servers must be here.
+    """
     if shutil.which("wrk") is None:
         message = "wrk is not installed (apt-get install wrk)"
         if os.environ.get("REQUIRE_POSTGRES"):
             pytest.fail(f"{message}; REQUIRE_POSTGRES is set", pytrace=False)
         pytest.skip(message)
-    output = tmp_path / "results.md"
-    run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--output", str(output)],
+    result = run(
+        [sys.executable, "benchmarks/run.py", *args],
         cwd=REPO_ROOT,
         env=clean_env(TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False)),
-        timeout=900,
+        timeout=timeout,
     )
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_a_quick_benchmark_run_reports_every_bench(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.md"
+    run_benchmarks(postgres, "--quick", "--output", str(output), timeout=900)
     text = output.read_text()
     for bench in ("B1", "B2", "B3", "B4", "B5"):
         assert f"| {bench} |" in text
@@ -58,13 +67,10 @@ def test_only_runs_the_named_benchmarks_and_writes_nothing(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     output = tmp_path / "results.md"
-    result = run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--only", "B4", "--output", str(output)],
-        cwd=REPO_ROOT,
-        env=clean_env(TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False)),
-        timeout=300,
+    stdout = run_benchmarks(
+        postgres, "--quick", "--only", "B4", "--output", str(output), timeout=300
     )
-    assert "| B4 | spawn uvicorn to first 200 from /health |" in result.stdout
+    assert "| B4 | spawn uvicorn to first 200 from /health |" in stdout
     for bench in ("B1", "B2", "B3", "B5"):
-        assert f"| {bench} |" not in result.stdout
+        assert f"| {bench} |" not in stdout
     assert not output.exists()
