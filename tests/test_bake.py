@@ -137,11 +137,14 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
         f"src/{baked.package}/core/config.py",
         *(
             f"src/{baked.package}/core/database/{name}.py"
-            for name in ("__init__", "session", "base", "mixins")
+            for name in ("__init__", "session", "sqlite", "base", "mixins")
         ),
         "tests/conftest.py",
         "tests/test_main.py",
-        *(f"tests/core/database/test_{name}.py" for name in ("session", "base", "mixins")),
+        *(
+            f"tests/core/database/test_{name}.py"
+            for name in ("session", "sqlite", "base", "mixins")
+        ),
     ]
     assert [name for name in expected if not (baked.path / name).exists()] == []
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    close_all_sessions,
+)
 
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.database import (
@@ -154,6 +160,9 @@ async def connection(
     """This test's connection; everything it does, commits included, is rolled back."""
     async with rolled_back(shared_connection) as connection:
         yield connection
+    # Then close the test's sessions (the ``session`` fixture's among them). Their SAVEPOINTs
+    # ended with the transaction, so closing sends nothing to the database.
+    await close_all_sessions()
 
 
 @pytest.fixture
@@ -163,18 +172,13 @@ def session_factory(connection: AsyncConnection) -> async_sessionmaker[AsyncSess
 
 
 @pytest.fixture
-async def session(
-    connection: AsyncConnection, session_factory: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[AsyncSession]:
-    """A session inside this test's transaction."""
-    session = session_factory()
-    try:
-        yield session
-    finally:
-        # Ending the test's transaction ends the session's SAVEPOINT with it, which saves
-        # the ROLLBACK TO SAVEPOINT that closing the session first would send.
-        await connection.rollback()
-        await session.close()
+def session(session_factory: async_sessionmaker[AsyncSession]) -> AsyncSession:
+    """A session inside this test's transaction; the ``connection`` fixture closes it.
+
+    A plain fixture, not an async one: pytest-asyncio runs each async fixture's set-up and
+    tear-down on the event loop as a task of its own, which costs more than the session.
+    """
+    return session_factory()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -11,8 +10,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Row
-from sqlalchemy.exc import InvalidRequestError, OperationalError
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -25,49 +24,7 @@ from sqlalchemy.sql import Executable
 
 from ..config import Settings, get_settings
 from .liveness import check_connections_before_use
-
-
-def is_sqlite_memory(url: URL) -> bool:
-    """Whether ``url`` names an in-memory SQLite database."""
-    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-
-
-def _configure_sqlite(
-    engine: AsyncEngine, settings: Settings, *, foreign_keys: bool, file_database: bool
-) -> None:
-    """Make SQLite behave: real transactions, foreign keys, WAL and a busy timeout.
-
-    pysqlite/aiosqlite never emit BEGIN before a SELECT, so a test that commits inside a
-    SAVEPOINT leaks rows, and a failed migration is not rolled back. Turning the driver's own
-    transaction handling off and emitting BEGIN ourselves fixes both; BEGIN IMMEDIATE takes
-    the write lock up front, so concurrent read-then-write transactions wait for each other
-    (up to the busy timeout) instead of failing with "database is locked".
-    https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
-    """
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-        cursor.execute(f"PRAGMA busy_timeout = {settings.database_sqlite_busy_timeout_ms}")
-        if file_database:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # Read-only sessions run in autocommit: each SELECT is its own transaction, and in
-        # WAL mode readers never wait for the writer.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            # Straight to the driver: one trip to aiosqlite's thread, where a statement
-            # through SQLAlchemy's cursor takes three (cursor, execute, close).
-            dbapi_connection: Any = connection.connection.dbapi_connection
-            try:
-                dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
-            except sqlite3.OperationalError as error:  # "database is locked", as SQLAlchemy's
-                raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+from .sqlite import configure_sqlite, is_sqlite_memory
 
 
 def _unique_statement_name() -> str:
@@ -92,7 +49,7 @@ def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> As
         # In-memory databases get SQLAlchemy's StaticPool: one shared connection, so every
         # session sees the same database (and dispose() wipes it).
         engine = create_async_engine(url, echo=settings.database_echo, **({} if memory else pool))
-        _configure_sqlite(
+        configure_sqlite(
             engine, settings, foreign_keys=sqlite_foreign_keys, file_database=not memory
         )
         return engine
