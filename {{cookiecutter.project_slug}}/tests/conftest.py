@@ -160,8 +160,8 @@ async def connection(
     """This test's connection; everything it does, commits included, is rolled back."""
     async with rolled_back(shared_connection) as connection:
         yield connection
-    # Then close the test's sessions (the ``session`` fixture's among them). Their SAVEPOINTs
-    # ended with the transaction, so closing sends nothing to the database.
+    # Then close every session still open, which by now means this test's (the ``session``
+    # fixture's among them). Their SAVEPOINTs ended with the transaction: closing sends nothing.
     await close_all_sessions()
 
 
