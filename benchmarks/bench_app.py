@@ -2,7 +2,6 @@
 
 BENCH_PACKAGE names the baked package. The extra routes:
 - /bench/ping: no database (the ceiling);
-- /bench/orm/rooms/{id}: the same read through the ORM, session.get on ReadSessionDep;
 - /bench/common/rooms/{id}: the pattern most services start from, for contrast: SQLAlchemy's
   pool_pre_ping, SQLAlchemy's default pool (5 + 10 overflow) and a committed transaction
   around every request;
@@ -57,11 +56,6 @@ async def common_session() -> AsyncIterator[AsyncSession]:
 @app.get("/bench/ping")
 async def bench_ping() -> dict[str, str]:
     return {"status": "ok"}
-
-
-@app.get("/bench/orm/rooms/{room_id}")
-async def orm_read_room(room_id: int, session: database.ReadSessionDep) -> Any:
-    return schemas.RoomRead.model_validate(await session.get(models.Room, room_id))
 
 
 @app.get("/bench/common/rooms/{room_id}")

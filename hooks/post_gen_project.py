@@ -80,7 +80,7 @@ def next_steps(project_slug: str, package_name: str, database: str) -> str:
         'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"',
         ".venv/bin/alembic upgrade head",
         f".venv/bin/uvicorn {package_name}.main:app --reload",
-        ".venv/bin/pytest",
+        ".venv/bin/pytest --cov",
     ]
     return "Next steps:\n" + "\n".join(f"  {step}" for step in steps)
 

@@ -569,7 +569,7 @@ def test_next_steps_for_sqlite_skips_createdb(post: types.ModuleType) -> None:
         '  python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"\n'
         "  .venv/bin/alembic upgrade head\n"
         "  .venv/bin/uvicorn my_service.main:app --reload\n"
-        "  .venv/bin/pytest"
+        "  .venv/bin/pytest --cov"
     )
 
 

@@ -105,25 +105,35 @@ def project_package(project: Path) -> str:
     return package
 
 
+NO_ANSWER = 0  # the status counted for a request that got no answer in time
+
+
 async def traffic(base_url: str, rounds: int = 60, concurrency: int = 24) -> Counter[int]:
     """Create, read, list and search rooms from many clients at once; count the statuses."""
     statuses: Counter[int] = Counter()
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=15) as client:
+
+        async def request(method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+            try:
+                response = await client.request(method, path, **kwargs)
+            except httpx.TransportError:
+                statuses[NO_ANSWER] += 1
+                return None
+            statuses[response.status_code] += 1
+            return response
 
         async def client_round() -> None:
-            created = await client.post(
-                "/rooms", json={"name": f"room {uuid.uuid4().hex}", "capacity": 5}
-            )
-            statuses[created.status_code] += 1
-            if created.status_code == 201:
+            body = {"name": f"room {uuid.uuid4().hex}", "capacity": 5}
+            created = await request("POST", "/rooms", json=body)
+            if created is not None and created.status_code == 201:
                 room_id = created.json()["id"]
                 for path in (
                     f"/rooms/{room_id}",
                     "/rooms?limit=5",
                     f"/transcripts?room_id={room_id}",
                 ):
-                    statuses[(await client.get(path)).status_code] += 1
+                    await request("GET", path)
 
         for _ in range(rounds // concurrency + 1):
             await asyncio.gather(*(client_round() for _ in range(concurrency)))
@@ -151,5 +161,7 @@ def test_without_it_prepared_statements_meet_the_wrong_connection(
     with uvicorn(project, pgbouncer.url(database), log) as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
-    assert statuses[500] > 0, statuses
+    # Requests fail, or hang until the client gives up: a statement prepared on one server
+    # connection and run on another can leave asyncpg waiting for an answer that never comes.
+    assert statuses[500] + statuses[NO_ANSWER] > 0, statuses
     assert "prepared statement" in output

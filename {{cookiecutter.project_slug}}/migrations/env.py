@@ -1,7 +1,8 @@
 """Alembic environment, from Alembic's async template.
 
 The URL comes from the service's settings (DATABASE_URL), never from alembic.ini. A caller
-that already holds a connection (tests, tools) passes it as config.attributes["connection"].
+that already holds a connection or an engine (tests, tools such as pytest-alembic) passes it
+as config.attributes["connection"]: a Connection, an Engine or an AsyncEngine.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.package_name }}.core.config import get_settings
-from {{ cookiecutter.package_name }}.core.database import (
-    Base,
-    UTCDateTime,
-    create_engine,
-    utcnow,
-)
+from {{ cookiecutter.package_name }}.core.config import settings_or_exit
+from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, utcnow
+from {{ cookiecutter.package_name }}.core.database.engine import create_engine
 
 # Import every module that defines models here, so that autogenerate sees their tables.
 {% if cookiecutter.example_domain == "meetings" %}
@@ -62,7 +60,7 @@ def configure(**options: Any) -> None:
 
 def run_migrations_offline() -> None:
     """Emit the SQL to stdout instead of running it ("alembic upgrade head --sql")."""
-    url = get_settings().sqlalchemy_url
+    url = settings_or_exit().sqlalchemy_url
     configure(
         url=url,
         literal_binds=True,
@@ -92,23 +90,38 @@ def do_run_migrations(connection: Connection) -> None:
             raise RuntimeError(f"foreign key violations after migrating: {violations}")
 
 
-async def run_async_migrations() -> None:
-    """Create an engine from the settings and run the migrations on one of its connections."""
-    engine = create_engine(get_settings(), sqlite_foreign_keys=False)
+async def run_async_migrations(engine: AsyncEngine) -> None:
+    """Run the migrations on a connection of ``engine``."""
+    async with engine.connect() as connection:
+        await connection.run_sync(do_run_migrations)
+
+
+async def run_with_own_engine() -> None:
+    """Create an engine from the settings, run the migrations, close the engine."""
+    engine = create_engine(settings_or_exit(), sqlite_foreign_keys=False)
     try:
-        async with engine.connect() as connection:
-            await connection.run_sync(do_run_migrations)
+        await run_async_migrations(engine)
     finally:
         await engine.dispose()
 
 
 def run_migrations_online() -> None:
-    """Run the migrations against the configured database, or the connection given."""
-    connection = config.attributes.get("connection")
-    if connection is None:
-        asyncio.run(run_async_migrations())
+    """Run the migrations against the configured database, or the connectable given."""
+    connectable = config.attributes.get("connection")
+    if connectable is None:
+        asyncio.run(run_with_own_engine())
+    elif isinstance(connectable, AsyncEngine):
+        asyncio.run(run_async_migrations(connectable))
+    elif isinstance(connectable, Engine):
+        with connectable.connect() as connection:
+            do_run_migrations(connection)
+    elif isinstance(connectable, Connection):
+        do_run_migrations(connectable)
     else:
-        do_run_migrations(connection)
+        raise TypeError(
+            'config.attributes["connection"] must be a Connection, an Engine or an '
+            f"AsyncEngine, not {type(connectable).__name__}"
+        )
 
 
 if context.is_offline_mode():

@@ -7,8 +7,8 @@ after it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -24,14 +24,16 @@ from sqlalchemy.ext.asyncio import (
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.database import (
     Base,
-    Reader,
-    create_engine,
     dispose_engine,
+    session_scope,
+)
+from {{ cookiecutter.package_name }}.core.database.engine import (
+    create_engine,
+)
+from {{ cookiecutter.package_name }}.core.database.session import (
     get_read_session,
-    get_reader,
     get_session,
     read_only_sessionmaker,
-    session_scope,
 )
 from {{ cookiecutter.package_name }}.main import app
 
@@ -48,13 +50,24 @@ from tests.harness import (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the postgres_only tests when the run is on SQLite (the summary counts them)."""
+    """Deselect the postgres_only tests when the run is on SQLite."""
     if postgres_server_url() is not None:
         return
     deselected = [item for item in items if item.get_closest_marker("postgres_only")]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which database the run used, and what a run on SQLite leaves out."""
+    if postgres_server_url() is None:
+        terminalreporter.write_line(
+            "database: in-memory SQLite; tests marked postgres_only were deselected "
+            "(set TEST_DATABASE_URL to a PostgreSQL server to run them too)"
+        )
+    else:
+        terminalreporter.write_line("database: PostgreSQL (TEST_DATABASE_URL); every test ran")
 
 
 @pytest.fixture(scope="session")
@@ -115,11 +128,23 @@ async def environ(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[pytest.Monke
     get_settings.cache_clear()
 
 
+@pytest.fixture(scope="session")
+async def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every table and no rows, made once: tests start from copies."""
+    path = tmp_path_factory.mktemp("schema") / "schema.db"
+    file_engine = create_engine(settings_for(f"sqlite+aiosqlite:///{path}"))
+    async with file_engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    await file_engine.dispose()
+    return path
+
+
 @pytest.fixture
 async def committed_database(
     environ: pytest.MonkeyPatch,
     engine: AsyncEngine,
     settings: Settings,
+    sqlite_schema: Path,
     tmp_path: Path,
 ) -> AsyncIterator[str]:
     """DATABASE_URL set to a database where commits really happen; yields the URL.
@@ -129,11 +154,7 @@ async def committed_database(
     in-memory database has one connection). PostgreSQL: the run's database, emptied after.
     """
     if engine.dialect.name == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'committed.db'}"
-        file_engine = create_engine(settings_for(url))
-        async with file_engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        await file_engine.dispose()
+        url = f"sqlite+aiosqlite:///{shutil.copy(sqlite_schema, tmp_path / 'committed.db')}"
     else:
         url = settings.database_url.get_secret_value()
     environ.setenv("DATABASE_URL", url)
@@ -196,12 +217,8 @@ async def client(
         async with read_only_sessionmaker(connection)() as session:
             yield session
 
-    async def test_reader() -> Reader:
-        return Reader(lambda: nullcontext(connection))
-
     app.dependency_overrides[get_session] = test_session
     app.dependency_overrides[get_read_session] = test_read_session
-    app.dependency_overrides[get_reader] = test_reader
     try:
         async with serve(app) as client:
             yield client

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
@@ -98,6 +100,29 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """``app`` served over HTTP by uvicorn on this event loop; yields its base URL.
+
+    For what only a real server shows: keep-alive connections, and the bytes on the wire.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()  # raises what stopped the server
+                await asyncio.sleep(0.01)
+            host, port = listener.getsockname()
+            yield f"http://{host}:{port}"
+        finally:
+            server.should_exit = True
+            await task
 
 
 async def terminate_backends(admin: AsyncEngine, pids: list[int]) -> None:

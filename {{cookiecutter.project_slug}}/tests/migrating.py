@@ -14,7 +14,7 @@ from alembic.config import Config
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from {{ cookiecutter.package_name }}.core.database import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import create_engine
 
 from tests.harness import settings_for
 
@@ -63,11 +63,16 @@ async def run_alembic(
     return await migrate_and_inspect(url, commands, table_names, config)
 
 
-def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the alembic command line the way a developer would, DATABASE_URL set."""
+def run_cli(url: str, *commands: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run alembic commands the way a developer would, DATABASE_URL set.
+
+    One process runs them one after the other through the entry point of the ``alembic``
+    command (a process per command would repeat a second of imports).
+    """
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    calls = "; ".join(f"main({list(command)!r})" for command in commands)
     return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
+        [sys.executable, "-c", f"from alembic.config import main; {calls}"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -24,3 +24,19 @@ class Tag(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     note_id: Mapped[int] = mapped_column(ForeignKey("test_note.id"))
+
+
+class Event(TimestampMixin, Base):
+    """A model that declares mapper arguments of its own, as inheritance or versioning do."""
+
+    __tablename__ = "test_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(50))
+
+    __mapper_args__ = {  # noqa: RUF012 - SQLAlchemy reads it as a plain dict
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "event",
+        "eager_defaults": False,
+    }

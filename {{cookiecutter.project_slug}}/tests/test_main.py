@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from fastapi import Body
+from fastapi import Body, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.package_name }}.core.database import (
+from {{ cookiecutter.package_name }}.core.database import get_engine
+from {{ cookiecutter.package_name }}.core.database.engine import (
     create_engine,
-    get_engine,
+)
+from {{ cookiecutter.package_name }}.core.database.session import (
     get_read_session,
     read_only_sessionmaker,
 )
 from {{ cookiecutter.package_name }}.main import app, create_app
 
-from tests.harness import settings_for
+from tests.harness import served, settings_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -120,21 +126,102 @@ def test_importing_the_app_opens_no_connection() -> None:
     assert result.stdout.strip() == "0"
 
 
-async def test_a_422_that_echoes_an_unpaired_surrogate_is_still_a_422(
-    environ: pytest.MonkeyPatch,
-) -> None:
+def app_with_a_body_route() -> FastAPI:
+    """The service plus a route whose body is one integer and one string."""
     application = create_app()
 
     @application.post("/echo")
-    async def echo(value: Annotated[str, Body(embed=True, min_length=1)]) -> str:
-        return value
+    async def echo(
+        number: Annotated[int, Body()], text: Annotated[str, Body(min_length=1)]
+    ) -> dict[str, int | str]:
+        return {"number": number, "text": text}
 
+    return application
+
+
+async def test_a_422_that_echoes_an_unpaired_surrogate_is_still_a_422() -> None:
     # JSON may escape a lone surrogate; UTF-8 cannot encode it. FastAPI's default handler
     # would fail to render the error (which repeats the input) and answer 500.
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app_with_a_body_route(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post(
-            "/echo", content=b'{"value": "\\ud800"}', headers={"content-type": "application/json"}
+            "/echo",
+            content=b'{"number": "\\ud800", "text": "ok"}',
+            headers={"content-type": "application/json"},
         )
     assert response.status_code == 422
     assert response.json()["detail"][0]["input"] == "\ud800"
+
+
+def post_on_one_connection(base_url: str, bodies: list[bytes]) -> list[tuple[int, Any, bool]]:
+    """POST each body to /echo over one keep-alive connection, as a browser or proxy would.
+
+    Returns (status, JSON answer, whether the connection was still the first one) for each.
+    """
+    address = urlsplit(base_url)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+    answers = []
+    try:
+        connection.connect()
+        first = connection.sock
+        for body in bodies:
+            connection.request(
+                "POST", "/echo", body=body, headers={"content-type": "application/json"}
+            )
+            response = connection.getresponse()
+            answers.append((response.status, json.loads(response.read()), connection.sock is first))
+    finally:
+        connection.close()
+    return answers
+
+
+async def test_a_non_finite_number_is_a_422_and_the_connection_lives_on() -> None:
+    # Python's JSON parser reads NaN, Infinity and 1e400 as floats; the 422 echoes them, and
+    # JSON cannot hold them. FastAPI's own handler fails there: a 500, and the server then
+    # drops the client's keep-alive connection.
+    numbers = ["NaN", "Infinity", "-Infinity", "1e400"]
+    bodies = [
+        body % number.encode()
+        for number in numbers
+        for body in (b'{"number": %s, "text": "a"}', b'{"number": 1, "text": %s}')
+    ]
+    async with served(app_with_a_body_route()) as base_url:
+        answers = await asyncio.to_thread(
+            post_on_one_connection, base_url, [*bodies, b'{"number": 2, "text": "fine"}']
+        )
+    assert [status for status, _, _ in answers] == [422] * len(bodies) + [200]
+    assert all(same_connection for _, _, same_connection in answers)
+    echoed = [
+        (answer["detail"][0]["loc"][1], answer["detail"][0]["input"])
+        for _, answer, _ in answers[:-1]
+    ]
+    assert echoed == [
+        (field, json.dumps(float(number))) for number in numbers for field in ("number", "text")
+    ]
+    assert answers[-1][1] == {"number": 2, "text": "fine"}
+
+
+async def test_every_answer_to_an_unparsable_body_is_in_the_openapi_schema() -> None:
+    application = app_with_a_body_route()
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    bodies = {
+        "not UTF-8": b'{"number": 1, "text": "\xff"}',
+        "nested too deeply": b"[" * 100_000 + b"]" * 100_000,
+        "not JSON": b'{"number": 1,',
+    }
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        schema = (await client.get("/openapi.json")).json()
+        undocumented = []
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                if "requestBody" not in operation:
+                    continue
+                url = path.replace("{", "").replace("}", "").replace("_id", "1")
+                for name, body in bodies.items():
+                    response = await client.request(
+                        method, url, content=body, headers={"content-type": "application/json"}
+                    )
+                    if str(response.status_code) not in operation["responses"]:
+                        undocumented.append((method, path, name, response.status_code))
+    assert "/echo" in schema["paths"]
+    assert undocumented == []

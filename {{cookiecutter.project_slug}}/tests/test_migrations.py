@@ -7,8 +7,15 @@ import configparser
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from alembic import command
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.migrating import PROJECT_ROOT, alembic_config, run_alembic, run_cli
+
+PACKAGE = "{{ cookiecutter.package_name }}"
 
 FAILING_REVISION = '''
 """A migration that fails halfway."""
@@ -50,11 +57,9 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> 
 async def test_command_line_upgrade_reads_the_url_from_the_settings_and_models_match(
     empty_database_url: str,
 ) -> None:
-    upgrade = await asyncio.to_thread(run_cli, empty_database_url, "upgrade", "head")
-    assert upgrade.returncode == 0, upgrade.stderr
-    check = await asyncio.to_thread(run_cli, empty_database_url, "check")
-    assert check.returncode == 0, check.stderr
-    assert "No new upgrade operations detected" in check.stdout + check.stderr
+    result = await asyncio.to_thread(run_cli, empty_database_url, ("upgrade", "head"), ("check",))
+    assert result.returncode == 0, result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
 
 
 async def test_a_migration_that_fails_halfway_leaves_the_schema_as_it_was(
@@ -69,3 +74,40 @@ async def test_a_migration_that_fails_halfway_leaves_the_schema_as_it_was(
         await run_alembic(empty_database_url, ("upgrade", "f0000000fail"), config=config)
     tables = await run_alembic(empty_database_url, config=config)
     assert "half_done" not in tables
+
+
+async def test_alembic_stops_on_a_bad_database_url_with_the_services_one_line_reason() -> None:
+    result = await asyncio.to_thread(
+        run_cli, "postgresql://svc:Secret@hunter2@db/app", ("upgrade", "head")
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{PACKAGE}: invalid settings: DATABASE_URL has an '@' in its password")
+    assert "hunter2" not in line
+
+
+async def test_env_py_runs_on_an_engine_or_an_async_engine_handed_to_it(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    # Tools hand env.py what they have: pytest-alembic's alembic_engine fixture, for one,
+    # gives an Engine or an AsyncEngine rather than a Connection.
+    async_engine = create_async_engine(empty_database_url, poolclass=NullPool)
+    sync_engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'sync.db'}")
+    try:
+        for connectable in (async_engine, sync_engine):
+            config = alembic_config()
+            config.attributes["connection"] = connectable
+            await asyncio.to_thread(command.upgrade, config, "head")
+        async with async_engine.connect() as connection:
+            async_tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+        sync_tables = inspect(sync_engine).get_table_names()
+    finally:
+        await async_engine.dispose()
+        sync_engine.dispose()
+    assert "alembic_version" in async_tables
+    assert sorted(sync_tables) == sorted(async_tables)
+    config = alembic_config()
+    config.attributes["connection"] = "sqlite:///not-a-connection.db"
+    with pytest.raises(TypeError, match="must be a Connection, an Engine or an AsyncEngine"):
+        await asyncio.to_thread(command.upgrade, config, "head")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,9 +12,9 @@ from fastapi import FastAPI, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from .core.config import ConfigurationError, get_settings
+from .core.config import settings_or_exit
 from .core.database import ReadSessionDep, dispose_engine
-from .core.errors import EXCEPTION_HANDLERS
+from .core.errors import EXCEPTION_HANDLERS, document_unparsable_bodies
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
 {% endif %}
@@ -33,23 +32,13 @@ class Health(BaseModel):
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Start without touching the database (it may come up later); close the pool on exit."""
-    # Everything loaded so far (models, schemas, routes) lives as long as the process: move
-    # it out of the garbage collector's sight, so that the collections that requests
-    # trigger do not scan it again and again.
-    # https://docs.python.org/3/library/gc.html#gc.freeze
-    if not gc.get_freeze_count():
-        gc.collect()
-        gc.freeze()
     yield
     await dispose_engine()
 
 
 def create_app() -> FastAPI:
     """Build the application; invalid settings stop it here with a one-line reason."""
-    try:
-        settings = get_settings()
-    except ConfigurationError as error:
-        raise SystemExit(f"{{ cookiecutter.package_name }}: {error}") from None
+    settings = settings_or_exit()
     app = FastAPI(
         title=settings.app_name,
         lifespan=lifespan,
@@ -64,7 +53,7 @@ def create_app() -> FastAPI:
         """Answer 200 when the database answers ``SELECT 1``, 503 otherwise."""
         try:
             await session.execute(text("SELECT 1"))
-        except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+        except sqlalchemy.exc.SQLAlchemyError as error:
             # The exception type only: driver messages can hold host names or credentials.
             logger.warning("health check: database unreachable (%s)", type(error).__name__)
             await session.rollback()
@@ -75,6 +64,7 @@ def create_app() -> FastAPI:
 {% if cookiecutter.example_domain == "meetings" %}
     add_meetings_api(app)
 {% endif %}
+    document_unparsable_bodies(app)
     return app
 
 

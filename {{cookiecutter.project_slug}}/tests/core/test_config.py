@@ -57,6 +57,30 @@ def test_normalise_database_url_rejects_unknown_or_blocking_drivers(raw: str, me
         normalise_database_url(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://svc:Secret@hunter2@db.example.com/app",
+        "postgres://svc:@hunter2@db/app",
+        "postgresql+asyncpg://svc:Secret@hunter2:w@db:5432/app",
+    ],
+)
+def test_an_unencoded_at_sign_in_the_password_is_refused_without_showing_it(raw: str) -> None:
+    # make_url splits at the last "@", so the password's own "@" would move the rest of the
+    # password into the host name and the service would connect somewhere else.
+    with pytest.raises(ValueError, match=r"percent-encode .*%40") as caught:
+        normalise_database_url(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "Secret" not in message
+    assert "hunter2" not in message
+
+
+def test_an_encoded_at_sign_in_the_password_is_kept() -> None:
+    url = normalise_database_url("postgres://svc:Secret%40hunter2@db/app")
+    assert url == "postgresql+asyncpg://svc:Secret%40hunter2@db/app"
+
+
 def test_settings_normalise_the_url_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

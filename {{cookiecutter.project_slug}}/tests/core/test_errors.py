@@ -12,7 +12,10 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from {{ cookiecutter.package_name }}.core.database import (
+    ReadSessionDep,
     SessionDep,
+)
+from {{ cookiecutter.package_name }}.core.database.engine import (
     create_engine,
 )
 from {{ cookiecutter.package_name }}.core.errors import (
@@ -45,8 +48,10 @@ def dbapi_error(sqlstate: str, *, invalidated: bool = False) -> sqlalchemy.exc.D
     ("error", "reason"),
     [
         (sqlalchemy.exc.TimeoutError("QueuePool limit reached"), BUSY),
-        (ConnectionRefusedError(111, "Connect call failed"), UNAVAILABLE),
-        (TimeoutError(), UNAVAILABLE),
+        # Built-in errors are not the database's: connection failures become database
+        # errors where connections are made (test_engine.py).
+        (ConnectionRefusedError(111, "Connect call failed"), None),
+        (TimeoutError(), None),
         (
             sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked")),
             UNAVAILABLE,
@@ -87,18 +92,55 @@ async def test_a_database_bug_is_a_500_with_its_traceback_logged(
     assert record.exc_info is not None
 
 
-async def test_an_unreachable_database_is_a_503_naming_only_the_error_type(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError("the payment API timed out"), ConnectionRefusedError(111, "cache is down")],
+    ids=["TimeoutError", "ConnectionRefusedError"],
+)
+async def test_built_in_errors_from_elsewhere_are_not_a_database_outage(error: Exception) -> None:
+    # An HTTP call or a cache raising the same built-in types is a bug or an outage of its
+    # own, never "database unavailable".
+    async with serve(app_raising(error)) as client:
+        response = await client.get("/fail")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+
+
+def app_with_data_routes() -> FastAPI:
+    application = create_app()
+
+    @application.post("/write")
+    async def write(session: SessionDep) -> None:
+        await session.execute(text("SELECT 1"))
+
+    @application.get("/read")
+    async def read(session: ReadSessionDep) -> None:
+        await session.execute(text("SELECT 1"))
+
+    return application
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://svc:hunter2-secret@db.invalid/app",  # the host does not resolve
+        "postgresql+asyncpg://svc:hunter2-secret@127.0.0.1:1/app",  # nothing listens
+    ],
+    ids=["unresolvable-host", "refused"],
+)
+async def test_an_unreachable_database_is_a_503_on_every_data_route(
+    url: str, environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    error = ConnectionRefusedError(111, "Connect call failed ('db.internal', 5432) hunter2")
+    environ.setenv("DATABASE_URL", url)
     with caplog.at_level(logging.WARNING):
-        async with serve(app_raising(error)) as client:
-            response = await client.get("/fail")
-    assert response.status_code == 503
-    assert response.json() == {"detail": UNAVAILABLE}
-    assert response.headers["retry-after"] == "1"
-    assert "ConnectionRefusedError" in caplog.text
-    assert "hunter2" not in caplog.text + response.text
+        async with serve(app_with_data_routes()) as client:
+            responses = [await client.post("/write"), await client.get("/read")]
+    for response in responses:
+        assert response.status_code == 503
+        assert response.json() == {"detail": UNAVAILABLE}
+        assert response.headers["retry-after"] == "1"
+        assert "hunter2" not in response.text
+    assert "OperationalError" in caplog.text
+    assert "hunter2" not in caplog.text
 
 
 async def test_a_locked_sqlite_database_is_a_503(

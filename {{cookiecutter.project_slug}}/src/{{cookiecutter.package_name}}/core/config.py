@@ -34,10 +34,18 @@ def normalise_database_url(raw: str) -> str:
     """
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
-            f"DATABASE_URL is not a database URL; expected e.g. {EXAMPLE_URLS}"
+            f"DATABASE_URL is not a database URL; expected e.g. {EXAMPLE_URLS} "
+            "(percent-encode '@', ':' and '/' in the password as %40, %3A and %2F)"
         ) from None
+    if "@" in (url.host or ""):
+        # make_url splits at the last "@": the password's own "@" moved the rest of it into
+        # the host name.
+        raise ValueError(
+            "DATABASE_URL has an '@' in its password; percent-encode it as %40 "
+            "(and ':' as %3A, '/' as %2F)"
+        )
     backend, _, driver = url.drivername.partition("+")
     backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in ASYNC_DRIVERS:
@@ -61,8 +69,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    # The title of the API docs. (One argument per line keeps the formatting stable
-    # for names of any length.)
+    # The title of the API docs, and the name of the service's PostgreSQL connections.
     app_name: str = Field(
         default={{ cookiecutter.project_name | py_string }},
     )
@@ -81,9 +88,10 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=0, ge=0)
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
-    # Check a pooled connection before use: locally, plus a round trip if it idled longer
-    # than DATABASE_POOL_PING_AFTER seconds (see core/database/liveness.py).
-    database_pool_pre_ping: bool = True
+    # Check a pooled PostgreSQL connection before use: locally, plus a round trip if it
+    # idled longer than DATABASE_POOL_PING_AFTER seconds (see core/database/liveness.py).
+    # Not SQLAlchemy's pool_pre_ping, which makes three round trips on every checkout.
+    database_pool_check_connections: bool = True
     database_pool_ping_after: float = Field(default=30.0, ge=0)
     # Behind PgBouncer in transaction pooling mode: no prepared statement may outlive a
     # transaction, since the next one may run on another server connection.
@@ -119,3 +127,11 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise ConfigurationError(describe_validation_error(error)) from None
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or exit with a one-line reason: for the service and Alembic at start-up."""
+    try:
+        return get_settings()
+    except ConfigurationError as error:
+        raise SystemExit(f"{{ cookiecutter.package_name }}: {error}") from None

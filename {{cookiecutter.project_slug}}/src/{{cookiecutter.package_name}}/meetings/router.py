@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..core.database import ReaderDep, ReadSessionDep, SessionDep
+from ..core.database import ReadSessionDep, SessionDep
 from . import service
 from .models import Room, Summary, SummaryKind, Transcript, UserSession
 from .schemas import (
@@ -73,8 +73,8 @@ async def list_rooms(session: ReadSessionDep, offset: Offset = 0, limit: Limit =
 
 
 @rooms.get("/{room_id}")
-async def read_room(room_id: PathId, reader: ReaderDep) -> RoomRead:
-    return RoomRead.model_validate(await service.read_or_404(reader, Room, room_id))
+async def read_room(room_id: PathId, session: ReadSessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.get_or_404(session, Room, room_id))
 
 
 @rooms.patch("/{room_id}")
@@ -107,9 +107,9 @@ async def list_sessions(
 
 
 @sessions.get("/{session_id}")
-async def read_session(session_id: PathId, reader: ReaderDep) -> UserSessionRead:
+async def read_session(session_id: PathId, session: ReadSessionDep) -> UserSessionRead:
     return UserSessionRead.model_validate(
-        await service.read_or_404(reader, UserSession, session_id)
+        await service.get_or_404(session, UserSession, session_id)
     )
 
 
@@ -211,8 +211,8 @@ async def latest_summary(
 
 
 @summaries.get("/{summary_id}")
-async def read_summary(summary_id: PathId, reader: ReaderDep) -> SummaryRead:
-    return SummaryRead.model_validate(await service.read_or_404(reader, Summary, summary_id))
+async def read_summary(summary_id: PathId, session: ReadSessionDep) -> SummaryRead:
+    return SummaryRead.model_validate(await service.get_or_404(session, Summary, summary_id))
 
 
 @summaries.delete("/{summary_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,32 +1,29 @@
 """The meetings domain's rules, as async functions over a session the caller commits.
 
-Each check that gives a clear message (a missing row, a taken name, a duplicate sequence
-number) runs before the write; the database's own constraints stay the final word, so a
-concurrent request that slips between the check and the write still gets a 409, never a 500
-and never a half-written batch.
+Each check that gives a clear message (a missing row, a taken name) runs before the write;
+the database's own constraints stay the final word, so a concurrent request that slips
+between the check and the write still gets a 409, never a 500 and never a half-written batch.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Select,
-    bindparam,
     delete,
     exists,
     func,
-    insert,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..core.database import Base, Reader, utcnow
+from ..core.database import Base, utcnow
 from .models import (
     Room,
     Summary,
@@ -74,25 +71,6 @@ async def get_or_404(
 ) -> ModelT:
     """Load one row by primary key; ``lock`` holds it (FOR UPDATE) until the commit."""
     row = await session.get(model, id_, with_for_update=lock or None)
-    if row is None:
-        raise not_found(model, id_)
-    return row
-
-
-@cache
-def by_id(model: type[Base]) -> Select[Any]:
-    """``SELECT <the table's columns> WHERE id = :id``, built once per model.
-
-    A statement built once also has its cache key computed once: building the same SELECT
-    for every request costs more than running it.
-    """
-    table = model.__table__
-    return select(table).where(table.c.id == bindparam("id"))
-
-
-async def read_or_404(reader: Reader, model: type[Base], id_: int) -> Row[Any]:
-    """One row of ``model``'s table by id, as a Core row (no ORM object, no session)."""
-    row = await reader.first(by_id(model), {"id": id_})
     if row is None:
         raise not_found(model, id_)
     return row
@@ -304,33 +282,33 @@ async def recording_transcript(session: AsyncSession, transcript_id: int) -> Tra
 async def append_segments(
     session: AsyncSession, transcript_id: int, segments: list[SegmentCreate]
 ) -> int:
-    """Append a batch of segments all at once, or none of them; return the last sequence."""
-    sequences = [segment.sequence for segment in segments]
-    repeated = sorted({number for number in sequences if sequences.count(number) > 1})
+    """Append a batch of segments; return the last sequence number.
+
+    The primary key decides which sequence numbers are taken: one INSERT ... ON CONFLICT DO
+    NOTHING, whose RETURNING names the rows it stored. If any row was refused, ConflictError
+    tells the caller to roll back, which leaves none of the batch. Rows go in in sequence
+    order, so concurrent overlapping batches wait for each other instead of deadlocking.
+    """
+    sequences = sorted(segment.sequence for segment in segments)
+    repeated = sorted({a for a, b in pairwise(sequences) if a == b})
     if repeated:
         raise ConflictError(f"sequence numbers repeated within the batch: {repeated}")
     await recording_transcript(session, transcript_id)
-    taken = list(
-        await session.scalars(
-            select(TranscriptSegment.sequence)
-            .where(
-                TranscriptSegment.transcript_id == transcript_id,
-                TranscriptSegment.sequence.in_(sequences),
-            )
-            .order_by(TranscriptSegment.sequence)
-        )
+    rows = sorted(
+        ({"transcript_id": transcript_id, **segment.model_dump()} for segment in segments),
+        key=lambda row: row["sequence"],
     )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(TranscriptSegment)
+        .on_conflict_do_nothing()
+        .returning(TranscriptSegment.sequence)
+    )
+    stored = set(await session.scalars(statement, rows))
+    taken = [number for number in sequences if number not in stored]
     if taken:
         raise ConflictError(f"sequence numbers already in transcript {transcript_id}: {taken}")
-    rows = [{"transcript_id": transcript_id, **segment.model_dump()} for segment in segments]
-    try:
-        await session.execute(insert(TranscriptSegment), rows)
-    except IntegrityError as error:
-        raise ConflictError(
-            f"sequence numbers were appended to transcript {transcript_id} meanwhile; "
-            "nothing from this batch was stored"
-        ) from error
-    return max(sequences)
+    return sequences[-1]
 
 
 async def segments_page(

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.package_name }}.core.config import (
     Settings,
 )
-from {{ cookiecutter.package_name }}.core.database import (
+from {{ cookiecutter.package_name }}.core.database.engine import (
     create_engine,
 )
 

@@ -1,22 +1,32 @@
-"""Read-only sessions: autocommit (no BEGIN, no COMMIT), writes refused, readers never wait."""
+"""Read-only sessions: autocommit (no BEGIN, no COMMIT), writes refused, connection given back
+before the response is sent, readers never wait."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, text, update
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from sqlalchemy import event, insert, select, text, update
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.core.database import (
-    ReadOnlySessionError,
-    create_engine,
-    get_read_sessionmaker,
+    ReadSessionDep,
+    get_engine,
     session_scope,
 )
+from {{ cookiecutter.package_name }}.core.database.engine import (
+    create_engine,
+)
+from {{ cookiecutter.package_name }}.core.database.session import (
+    get_read_sessionmaker,
+)
 
-from tests.harness import in_transaction, settings_for
+from tests.harness import in_transaction, serve, settings_for
 from tests.models import Note
 
 
@@ -51,10 +61,52 @@ async def test_a_read_session_refuses_to_write(
     committed_database: str, write: Callable[[AsyncSession], Awaitable[None]]
 ) -> None:
     async with get_read_sessionmaker()() as reader:
-        with pytest.raises(ReadOnlySessionError, match="read-only; use SessionDep to write"):
+        with pytest.raises(InvalidRequestError, match="read-only; use SessionDep to write"):
             await write(reader)
     async with session_scope() as session:
         assert await session.scalar(select(Note).where(Note.title == "sneaky")) is None
+
+
+async def test_the_connection_goes_back_to_the_pool_before_the_response_is_sent(
+    committed_database: str,
+) -> None:
+    app = FastAPI()
+    pool = get_engine().sync_engine.pool
+    seen_while_sending: list[int] = []
+
+    @app.get("/stream")
+    async def stream(session: ReadSessionDep) -> StreamingResponse:
+        await session.scalar(select(Note.title))
+
+        async def body() -> AsyncIterator[bytes]:
+            seen_while_sending.append(pool.checkedout())  # type: ignore[attr-defined]
+            yield b"done"
+
+        return StreamingResponse(body())
+
+    async with serve(app) as client:
+        response = await client.get("/stream")
+    assert response.text == "done"
+    assert seen_while_sending == [0]
+
+
+async def test_steady_load_above_the_pool_size_opens_no_new_connections(
+    committed_database: str,
+) -> None:
+    # SQLAlchemy closes an overflow connection whenever it comes back to a full pool; under
+    # steady load above the pool size (pool 5 + overflow 10, 30 clients) that was hundreds of
+    # new connections in seconds. The defaults keep every connection they open.
+    engine = get_engine()
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda _connection, _record: opened.append(1))
+
+    async def client() -> None:
+        for _ in range(5):
+            async with get_read_sessionmaker()() as reader:
+                await reader.scalar(select(Note.title))
+
+    await asyncio.gather(*(client() for _ in range(30)))
+    assert 0 < len(opened) <= engine.sync_engine.pool.size()  # type: ignore[attr-defined]
 
 
 async def test_a_reader_does_not_wait_for_a_sqlite_writer(
@@ -87,3 +139,20 @@ async def test_behind_pgbouncer_a_read_session_keeps_its_transaction(
     async with get_read_sessionmaker()() as reader:
         await reader.scalar(select(Note.title))
         assert await in_transaction(reader)
+
+
+async def test_a_route_that_writes_through_read_session_dep_fails_and_stores_nothing(
+    committed_database: str,
+) -> None:
+    app = FastAPI()
+
+    @app.post("/sneaky")
+    async def sneaky(session: ReadSessionDep) -> None:
+        session.add(Note(title="sneaky"))
+        await session.flush()
+
+    async with serve(app) as client:
+        response = await client.post("/sneaky")
+    assert response.status_code == 500
+    async with session_scope() as session:
+        assert await session.scalar(select(Note)) is None

@@ -24,12 +24,10 @@ NAMING_CONVENTION = {
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp that is stored in UTC and always read back as an aware UTC datetime.
+    """A timestamp stored in UTC and read back as an aware UTC datetime, on every database.
 
-    SQLite has no time zones: it drops the offset of an aware value and returns naive ones.
-    Converting to UTC on the way in and attaching UTC on the way out makes SQLite and
-    PostgreSQL (timestamptz) return the same values. Naive datetimes are refused, since
-    their zone can only be guessed.
+    SQLite drops time zones (it returns naive values); PostgreSQL has timestamptz. Naive
+    datetimes are refused, since their zone can only be guessed.
     """
 
     impl = DateTime(timezone=True)
@@ -46,14 +44,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(AsyncAttrs, DeclarativeBase):

@@ -1,13 +1,9 @@
 """Make sure a pooled PostgreSQL connection is alive before a request gets it.
 
-SQLAlchemy's pool_pre_ping costs three round trips with asyncpg (BEGIN, a query, ROLLBACK) on
-every checkout. A connection the server has closed (restart, pg_terminate_backend, idle
-timeout) is already known to be closed on our side: asyncpg saw the socket close. So a
-connection used in the last ``ping_after`` seconds is only checked locally, for free; one idle
-for longer gets the real round trip, which also catches a peer that vanished without closing.
-A connection found dead is replaced before the request sees it. The one gap: a close that
-arrives in the very loop iteration of a checkout is not seen yet; that request fails, and
-the pool then replaces every connection older than the failure.
+SQLAlchemy's pool_pre_ping makes three round trips on every checkout. A connection the server
+closed (restart, pg_terminate_backend, idle timeout) is already known closed here, for free;
+only one idle for over ``ping_after`` seconds gets a real ping, which also catches a peer that
+vanished without closing. A dead connection is replaced before a request sees it.
 https://docs.sqlalchemy.org/en/21/core/pooling.html#custom-legacy-pessimistic-ping
 """
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -14,22 +14,15 @@ from .base import UTCDateTime
 
 
 class utcnow(FunctionElement[datetime]):
-    """The current UTC time, computed by the database.
+    """The current UTC time, computed by the database (for server defaults and raw SQL).
 
-    PostgreSQL: statement_timestamp() (timestamptz, microseconds), not CURRENT_TIMESTAMP,
-    which is frozen at the start of the transaction: two updates in one transaction would get
-    the same time. SQLite's CURRENT_TIMESTAMP has whole seconds only, so an update within the
-    same second as the insert would not show; STRFTIME with %f keeps milliseconds.
+    PostgreSQL: statement_timestamp(), not CURRENT_TIMESTAMP, which is frozen at the start of
+    the transaction. SQLite: STRFTIME with %f, for milliseconds rather than whole seconds.
     https://docs.sqlalchemy.org/en/21/core/compiler.html#utc-timestamp-function
     """
 
     type = UTCDateTime()
     inherit_cache = True
-
-
-@compiles(utcnow)
-def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CURRENT_TIMESTAMP"
 
 
 @compiles(utcnow, "postgresql")
@@ -42,18 +35,19 @@ def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
     return "(STRFTIME('%Y-%m-%d %H:%M:%f', 'now'))"
 
 
-class TimestampMixin:
-    """``created_at`` and ``updated_at``, set by the database, read back as aware UTC.
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    ``updated_at`` is refreshed by every ORM or Core UPDATE through the table (``onupdate``
-    is applied by SQLAlchemy, not by a database trigger, so raw SQL updates skip it).
+
+class TimestampMixin:
+    """``created_at`` and ``updated_at``, aware UTC, set by every ORM or Core write.
+
+    Computed in Python, so they are known without reading them back (no RETURNING, nothing
+    for a model's ``__mapper_args__`` to switch off). The server defaults fill rows written
+    by raw SQL or existing when a migration adds the columns.
     """
 
-    @declared_attr.directive
-    def __mapper_args__(cls) -> dict[str, Any]:
-        # Fetch the database-generated values with RETURNING after INSERT and UPDATE, so
-        # they are loaded without a lazy refresh (MissingGreenlet under asyncio).
-        return {"eager_defaults": True}
-
-    created_at: Mapped[datetime] = mapped_column(server_default=utcnow())
-    updated_at: Mapped[datetime] = mapped_column(server_default=utcnow(), onupdate=utcnow())
+    created_at: Mapped[datetime] = mapped_column(default=_now, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=_now, server_default=utcnow(), onupdate=_now
+    )

@@ -1,0 +1,83 @@
+"""The async engine: created from the settings on first use, one per process."""
+
+from __future__ import annotations
+
+import uuid
+from functools import cache
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..config import Settings, get_settings
+from .liveness import check_connections_before_use
+from .sqlite import configure_sqlite
+
+
+def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
+    """Create the engine that ``settings`` describe; no connection is opened yet.
+
+    Migrations turn ``sqlite_foreign_keys`` off: batch mode copies and drops tables.
+    """
+    url = settings.sqlalchemy_url
+    pool = {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
+        "pool_timeout": settings.database_pool_timeout,
+        "pool_recycle": settings.database_pool_recycle,
+    }
+    if url.get_backend_name() == "sqlite":
+        memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
+        engine = create_async_engine(url, echo=settings.database_echo, **({} if memory else pool))
+        configure_sqlite(
+            engine,
+            busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
+            foreign_keys=sqlite_foreign_keys,
+            file_database=not memory,
+        )
+    else:
+        # The service's name in pg_stat_activity, to tell its connections apart.
+        connect_args: dict[str, Any] = {"server_settings": {"application_name": settings.app_name}}
+        if settings.database_pgbouncer:
+            # asyncpg's cached prepared statements would meet the wrong server connection:
+            # 'prepared statement "..." does not exist'. No caches, and unique names.
+            # https://docs.sqlalchemy.org/en/21/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+            connect_args["statement_cache_size"] = 0
+            connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+        engine = create_async_engine(
+            url, connect_args=connect_args, echo=settings.database_echo, **pool
+        )
+        if settings.database_pool_check_connections:
+            check_connections_before_use(engine, ping_after=settings.database_pool_ping_after)
+    event.listen(engine.sync_engine, "do_connect", _connect)
+    return engine
+
+
+def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+    """Connect; a network failure becomes the driver's OperationalError, a database error.
+
+    asyncpg raises plain OSError (socket.gaierror for a host that does not resolve, a refused
+    connection, ...) or TimeoutError, which SQLAlchemy passes through unwrapped.
+    """
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as error:
+        # The type only: the message can hold the host name.
+        message = f"cannot connect to the database: {type(error).__name__}"
+        raise dialect.loaded_dbapi.OperationalError(message) from error
+
+
+@cache
+def get_engine() -> AsyncEngine:
+    """Return the service's engine, created on first use from the settings."""
+    return create_engine(get_settings())
+
+
+async def dispose_engine() -> None:
+    """Close the service's pooled connections, if an engine was ever created."""
+    if get_engine.cache_info().currsize:
+        await get_engine().dispose()
+    get_engine.cache_clear()
