@@ -574,8 +574,8 @@ def bench_event_loop(project: Project, report: Report, requests: int) -> None:
 # --- B4: start-up ---------------------------------------------------------------------------
 
 
-def first_health_seconds(project: Project) -> tuple[float, float]:
-    """Seconds from spawning uvicorn to the first 200 of /health; and to import the app."""
+def first_ready_seconds(project: Project) -> tuple[float, float]:
+    """Seconds from spawning uvicorn to the first 200 of /readyz; and to import the app."""
     env = service_env(project, project.pg_url)
     started = time.perf_counter()
     run([PYTHON, "-c", f"import {project.package}.main"], cwd=project.path, env=env)
@@ -601,12 +601,12 @@ def first_health_seconds(project: Project) -> tuple[float, float]:
     try:
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     return time.perf_counter() - started, imported
             except httpx.TransportError:
                 pass
             if time.perf_counter() - started > 30:
-                raise SystemExit("the service did not answer /health within 30 s")
+                raise SystemExit("the service did not answer /readyz within 30 s")
             time.sleep(0.005)
     finally:
         server.terminate()
@@ -617,8 +617,8 @@ def bench_startup(project: Project, report: Report, repeats: int) -> None:
     python_alone = median(
         [timed(lambda: run([PYTHON, "-c", "pass"], cwd=HERE)) for _ in range(repeats)]
     )
-    results = [first_health_seconds(project) for _ in range(repeats)]
-    to_health = median([r[0] for r in results])
+    results = [first_ready_seconds(project) for _ in range(repeats)]
+    to_ready = median([r[0] for r in results])
     to_import = median([r[1] for r in results])
     report.add(
         Row(
@@ -634,12 +634,12 @@ def bench_startup(project: Project, report: Report, repeats: int) -> None:
     report.add(
         Row(
             "B4",
-            "spawn uvicorn to first 200 from /health",
-            f"{to_health:.2f} s",
+            "spawn uvicorn to first 200 from /readyz",
+            f"{to_ready:.2f} s",
             f"{python_alone:.2f} s (python -c pass)",
-            f"{to_health / python_alone:.1f}x",
+            f"{to_ready / python_alone:.1f}x",
             "<= 1.0 s",
-            verdict(to_health <= 1.0),
+            verdict(to_ready <= 1.0),
         )
     )
     bake = median(bake_times(repeats))

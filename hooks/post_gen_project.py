@@ -77,10 +77,10 @@ def next_steps(project_slug: str, package_name: str, database: str) -> str:
     if database == "postgresql":
         steps.append(f"createdb {package_name}   # or point DATABASE_URL in .env at your server")
     steps += [
-        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"',
-        ".venv/bin/alembic upgrade head",
-        f".venv/bin/uvicorn {package_name}.main:app --reload",
-        ".venv/bin/pytest --cov",
+        "uv sync",
+        "uv run alembic upgrade head",
+        f"uv run uvicorn {package_name}.main:app --reload",
+        "uv run pytest --cov",
     ]
     return "Next steps:\n" + "\n".join(f"  {step}" for step in steps)
 

@@ -70,7 +70,7 @@ def test_only_runs_the_named_benchmarks_and_writes_nothing(
     stdout = run_benchmarks(
         postgres, "--quick", "--only", "B4", "--output", str(output), timeout=300
     )
-    assert "| B4 | spawn uvicorn to first 200 from /health |" in stdout
+    assert "| B4 | spawn uvicorn to first 200 from /readyz |" in stdout
     for bench in ("B1", "B2", "B3", "B5"):
         assert f"| {bench} |" not in stdout
     assert not output.exists()

@@ -566,10 +566,10 @@ def test_next_steps_for_sqlite_skips_createdb(post: types.ModuleType) -> None:
     assert post.next_steps("my-service", "my_service", "sqlite") == (
         "Next steps:\n"
         "  cd my-service\n"
-        '  python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"\n'
-        "  .venv/bin/alembic upgrade head\n"
-        "  .venv/bin/uvicorn my_service.main:app --reload\n"
-        "  .venv/bin/pytest --cov"
+        "  uv sync\n"
+        "  uv run alembic upgrade head\n"
+        "  uv run uvicorn my_service.main:app --reload\n"
+        "  uv run pytest --cov"
     )
 
 
@@ -577,7 +577,7 @@ def test_next_steps_for_postgresql_creates_the_database_second(post: types.Modul
     lines = post.next_steps("order-desk", "order_desk", "postgresql").splitlines()
     assert lines[1] == "  cd order-desk"
     assert lines[2].startswith("  createdb order_desk")
-    assert "  .venv/bin/uvicorn order_desk.main:app --reload" in lines
+    assert "  uv run uvicorn order_desk.main:app --reload" in lines
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,16 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import asyncpg
@@ -46,10 +49,21 @@ def _log_tail(log: Path, size: int = 6000) -> str:
     return log.read_text(encoding="utf-8", errors="replace")[-size:] if log.exists() else ""
 
 
-def _get_health(port: int) -> tuple[int, str] | None:
-    """``(status, body)`` of ``GET /health``, or None while nothing answers."""
+def uv_env(**overrides: str) -> dict[str, str]:
+    """A clean environment with uv (from the template's own dev group) on PATH.
+
+    uv may only use the Pythons installed here, never download one.
+    """
+    tools = Path(sys.executable).parent
+    assert shutil.which("uvx", path=str(tools)), "uv is not installed with the dev group"
+    path = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
+    return clean_env(PATH=path, UV_PYTHON_DOWNLOADS="never", **overrides)
+
+
+def _get_ready(port: int) -> tuple[int, str] | None:
+    """``(status, body)`` of ``GET /readyz``, or None while nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         with error:
@@ -71,11 +85,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=15)
 
 
-def serve_and_check_health(command: str, cwd: Path, env: dict[str, str], port: int) -> dict:
-    """Run ``command`` (a shell line that ends serving on ``port``) until /health says ok.
+def serve_until_ready(command: str, cwd: Path, env: dict[str, str], port: int) -> dict:
+    """Run ``command`` (a shell line that ends serving on ``port``) until /readyz says ok.
 
     Fails early if the command exits, and with the log's tail on any failure; the whole
-    process group is killed afterwards in every case. Returns the health JSON.
+    process group is killed afterwards in every case. Returns the readiness JSON.
     """
     log = cwd / f"serve-{port}.log"
     with log.open("wb") as output:
@@ -95,18 +109,18 @@ def serve_and_check_health(command: str, cwd: Path, env: dict[str, str], port: i
             while time.monotonic() < deadline:
                 if process.poll() is not None:
                     pytest.fail(
-                        f"{command!r} exited {process.returncode} before /health answered\n"
+                        f"{command!r} exited {process.returncode} before /readyz answered\n"
                         f"--- log tail\n{_log_tail(log)}",
                         pytrace=False,
                     )
-                last = _get_health(port)
+                last = _get_ready(port)
                 if last is not None and last[0] == 200:
                     body = json.loads(last[1])
-                    assert body.get("status") == "ok", f"/health said {body!r}"
+                    assert body.get("status") == "ok", f"/readyz said {body!r}"
                     return body
                 time.sleep(1)
             pytest.fail(
-                f"/health on port {port} did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
+                f"/readyz on port {port} did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
                 f"(last answer: {last!r})\n--- log tail\n{_log_tail(log)}",
                 pytrace=False,
             )
@@ -129,25 +143,37 @@ def test_template_quick_start_generates_and_serves_a_working_service(tmp_path: P
     assert len(blocks) == 2, blocks
     assert TEMPLATE_PLACEHOLDER in blocks[0], blocks[0]
     command = blocks[0].replace(TEMPLATE_PLACEHOLDER, str(REPO_ROOT))
-
-    # `pip` and `cookiecutter` must come from a fresh environment, not from the test's own.
-    tools = tmp_path / "tools"
-    run(["python3", "-m", "venv", str(tools)], cwd=tmp_path)
-    path = f"{tools / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     port = free_port()
-    env = clean_env(UVICORN_PORT=str(port), PATH=path)
 
-    serve_and_check_health(command, tmp_path, env, port)
+    serve_until_ready(command, tmp_path, uv_env(UVICORN_PORT=str(port)), port)
 
-    assert (tools / "bin" / "cookiecutter").exists(), "pip did not install into the fresh venv"
     project = tmp_path / "my-service"
     assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
     assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
+    assert (project / "uv.lock").is_file(), "`uv sync` did not lock the dependencies"
 
     generated = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
-    assert len(generated) == 2, generated
-    result = run(generated[1], cwd=project, env=clean_env(PATH=path))
+    assert len(generated) == 3, generated
+    result = run(generated[1], cwd=project, env=uv_env())
     assert "passed" in result.stdout, result.stdout[-3000:]
+    assert "Required test coverage of 95" in result.stdout
+
+
+@pytest.mark.slow
+def test_generated_readme_pip_route_installs_migrates_and_tests(
+    cookies_session: Any, tmp_path: Path
+) -> None:
+    result = cookies_session.bake(extra_context={"project_name": "Pip Route"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    blocks = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) == 3, blocks
+    assert "--group dev" in blocks[2]
+    # Python and pip from the system, not from the test's own environment.
+    output = run(blocks[2], cwd=project, env=clean_env())
+    assert "Required test coverage of 95" in output.stdout
+    assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
+    assert not (project / "uv.lock").exists()
 
 
 async def _has_alembic_version(dsn_kwargs: dict[str, object]) -> bool:
@@ -184,12 +210,12 @@ def test_generated_readme_quick_start_on_postgresql(
     assert f"localhost:5432/{package_name}" in env_file, env_file
 
     blocks = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
-    assert len(blocks) == 2, blocks
+    assert len(blocks) == 3, blocks
 
     postgres.create_database(name=package_name)
     try:
         port = free_port()
-        serve_and_check_health(blocks[0], project, clean_env(UVICORN_PORT=str(port)), port)
+        serve_until_ready(blocks[0], project, uv_env(UVICORN_PORT=str(port)), port)
 
         has_table = asyncio.run(
             _has_alembic_version(
@@ -204,7 +230,7 @@ def test_generated_readme_quick_start_on_postgresql(
         )
         assert has_table, "`alembic upgrade head` did not create alembic_version"
 
-        result = run(blocks[1], cwd=project, env=clean_env())
+        result = run(blocks[1], cwd=project, env=uv_env())
         assert "passed" in result.stdout, result.stdout[-3000:]
     finally:
         postgres.drop_database(package_name)

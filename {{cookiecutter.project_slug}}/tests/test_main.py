@@ -1,4 +1,4 @@
-"""The application: start-up, lifespan and the health check."""
+"""The application: start-up, lifespan, the probes, and answers to any input."""
 
 from __future__ import annotations
 
@@ -34,21 +34,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 
-async def test_health_answers_ok_when_the_database_answers(client: httpx.AsyncClient) -> None:
-    response = await client.get("/health")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "detail": None}
+async def test_the_probes_answer_ok_when_the_database_answers(client: httpx.AsyncClient) -> None:
+    for probe in ("/livez", "/readyz"):
+        response = await client.get(probe)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok", "detail": None}
 
 
 @pytest.mark.parametrize(
     "unreachable_url",
     [
-        "sqlite+aiosqlite:////nonexistent-directory/for/health.db",
+        "sqlite+aiosqlite:////nonexistent-directory/for/ready.db",
         "postgresql+asyncpg://svc:hunter2-secret@127.0.0.1:1/nothing",
     ],
     ids=["sqlite", "postgresql"],
 )
-async def test_health_answers_503_when_the_database_is_unreachable(
+async def test_readiness_fails_and_liveness_holds_when_the_database_is_unreachable(
     client: httpx.AsyncClient, unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = create_engine(settings_for(unreachable_url))
@@ -59,12 +60,15 @@ async def test_health_answers_503_when_the_database_is_unreachable(
 
     app.dependency_overrides[get_read_session] = unreachable_session
     try:
-        response = await client.get("/health")
+        response = await client.get("/readyz")
+        alive = await client.get("/livez")
     finally:
         await engine.dispose()
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "detail": "database unreachable"}
-    assert "database unreachable" in caplog.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"status": "unavailable", "detail": "database unavailable"}
+    assert alive.status_code == 200
+    assert "readiness: database unavailable" in caplog.text
     assert "hunter2-secret" not in caplog.text + response.text
 
 

@@ -222,16 +222,16 @@ async def test_the_service_starts_without_its_database_and_recovers_when_it_appe
             folder.mkdir()
 
     async with serve(app_with_a_slow_route()) as client:
-        down = [await client.get(path) for path in ("/health", "/slow", "/read")]
+        down = [await client.get(path) for path in ("/readyz", "/slow", "/read", "/livez")]
         await create_the_database()
         try:
-            up = [await client.get(path) for path in ("/health", "/slow", "/read")]
+            up = [await client.get(path) for path in ("/readyz", "/slow", "/read")]
         finally:
             await dispose_engine()
             if backend == "postgresql" and server_url is not None:
                 await run_autocommit(
                     server_url, f'DROP DATABASE IF EXISTS "{missing}" WITH (FORCE)'
                 )
-    assert [response.status_code for response in down] == [503, 503, 503]
+    assert [response.status_code for response in down] == [503, 503, 503, 200]
     assert down[1].json() == down[2].json() == {"detail": UNAVAILABLE}
     assert [response.status_code for response in up] == [200, 200, 200]

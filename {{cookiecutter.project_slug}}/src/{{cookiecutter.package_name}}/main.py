@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan, and the health check."""
+"""The FastAPI application: lifespan, and the liveness and readiness probes."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from .meetings.router import add_meetings_api
 logger = logging.getLogger(__name__)
 
 
-class Health(BaseModel):
-    """The answer of ``GET /health``."""
+class Probe(BaseModel):
+    """The answer of the probes ``GET /livez`` and ``GET /readyz``."""
 
     status: Literal["ok", "unavailable"]
     detail: str | None = None
@@ -45,21 +45,24 @@ def create_app() -> FastAPI:
         exception_handlers=EXCEPTION_HANDLERS,
     )
 
-    @app.get(
-        "/health",
-        responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
-    )
-    async def health(session: ReadSessionDep, response: Response) -> Health:
-        """Answer 200 when the database answers ``SELECT 1``, 503 otherwise."""
+    @app.get("/livez")
+    async def livez() -> Probe:
+        """Liveness: 200 while the process serves requests. No I/O, so a slow database never
+        makes an orchestrator restart a healthy process."""
+        return Probe(status="ok")
+
+    @app.get("/readyz", responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Probe}})
+    async def readyz(session: ReadSessionDep, response: Response) -> Probe:
+        """Readiness: 200 when the database answers ``SELECT 1``, 503 (retry later) otherwise."""
         try:
             await session.execute(text("SELECT 1"))
         except sqlalchemy.exc.SQLAlchemyError as error:
             # The exception type only: driver messages can hold host names or credentials.
-            logger.warning("health check: database unreachable (%s)", type(error).__name__)
-            await session.rollback()
+            logger.warning("readiness: database unavailable (%s)", type(error).__name__)
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-            return Health(status="unavailable", detail="database unreachable")
-        return Health(status="ok")
+            response.headers["Retry-After"] = "1"
+            return Probe(status="unavailable", detail="database unavailable")
+        return Probe(status="ok")
 
 {% if cookiecutter.example_domain == "meetings" %}
     add_meetings_api(app)
