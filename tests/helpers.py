@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -44,6 +45,32 @@ def run(
             pytrace=False,
         )
     return result
+
+
+def find_interpreter(version: str) -> str:
+    """A working ``python<version>``: on PATH, or installed by pyenv but not on its PATH."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv = shutil.which("pyenv")
+    if pyenv is not None:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
+        versions = Path(root.stdout.strip()) / "versions"
+        candidates += sorted(map(str, versions.glob(f"{version}.*/bin/python{version}")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "--version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return candidate
+    pytest.fail(f"python{version} is not installed; the template supports it", pytrace=False)
+
+
+def uv_env(**overrides: str) -> dict[str, str]:
+    """A clean environment with uv (from the template's own dev group) on PATH.
+
+    uv may only use the Pythons installed here, never download one.
+    """
+    tools = Path(sys.executable).parent
+    assert shutil.which("uvx", path=str(tools)), "uv is not installed with the dev group"
+    path = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
+    return clean_env(PATH=path, UV_PYTHON_DOWNLOADS="never", **overrides)
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

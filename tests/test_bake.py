@@ -1,17 +1,17 @@
 """Bake every option combination and hold each result to the same bar.
 
-For the ``--no-input`` default and each ``example_domain`` x ``database`` x ``python_version``:
+For each ``example_domain`` x ``database`` x ``python_version`` (the ``--no-input`` default is
+the first of them, byte for byte):
 the bake succeeds, leaves no template syntax, holds the example domain only when chosen,
-passes ruff, ruff format and mypy --strict, and its own test suite passes on in-memory SQLite
-and on PostgreSQL, run by that Python version.
+`uv sync` makes its environment on that Python version, its pre-commit hooks (ruff, ruff
+format, mypy --strict) pass, and its own test suite passes with the coverage gate on
+in-memory SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.licenses import canonicalize_license_expression
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+from tests.helpers import (
+    REPO_ROOT,
+    PostgresServer,
+    clean_env,
+    find_interpreter,
+    run,
+    uv_env,
+)
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 COMBINATIONS = [
@@ -29,11 +37,8 @@ COMBINATIONS = [
     for database in OPTIONS["database"]
     for version in OPTIONS["python_version"]
 ]
-BAKES = [{}, *COMBINATIONS]
-BAKE_IDS = [
-    "default",
-    *(f"{c['example_domain']}-{c['database']}-py{c['python_version']}" for c in COMBINATIONS),
-]
+BAKES = COMBINATIONS
+BAKE_IDS = [f"{c['example_domain']}-{c['database']}-py{c['python_version']}" for c in BAKES]
 MEETINGS_FILES = [
     *(f"src/{{package}}/meetings/{name}.py" for name in ("models", "schemas", "service", "router")),
     *(
@@ -60,35 +65,14 @@ class Baked:
     package: str
 
 
-def find_interpreter(version: str) -> str:
-    """A working ``python<version>``: on PATH, or installed by pyenv but not on its PATH."""
-    candidates = [shutil.which(f"python{version}")]
-    pyenv = shutil.which("pyenv")
-    if pyenv is not None:
-        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
-        versions = Path(root.stdout.strip()) / "versions"
-        candidates += sorted(map(str, versions.glob(f"{version}.*/bin/python{version}")))
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "--version"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return candidate
-    pytest.fail(f"python{version} is not installed; the template supports it", pytrace=False)
-
-
-def python_for(version: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An interpreter of ``version`` with the template's dev tools (one venv per version)."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        return Path(sys.executable)
-    venv = tmp_path_factory.getbasetemp() / f"venv-{version}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        run([find_interpreter(version), "-m", "venv", str(venv)], cwd=REPO_ROOT)
-        run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], cwd=REPO_ROOT)
-        run([str(python), "-m", "pip", "install", "-q", "--group", "dev"], cwd=REPO_ROOT)
-    return python
-
-
-@pytest.fixture(scope="module", params=BAKES, ids=BAKE_IDS)
+@pytest.fixture(
+    scope="module",
+    # Each bake's tests stay on one xdist worker (--dist loadgroup), which syncs it once.
+    params=[
+        pytest.param(bake, id=name, marks=pytest.mark.xdist_group(name))
+        for bake, name in zip(BAKES, BAKE_IDS, strict=True)
+    ],
+)
 def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Baked:
     result = cookies_session.bake(extra_context=request.param)
     assert result.exception is None, result.exception
@@ -124,6 +108,8 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
     expected = [
         "pyproject.toml",
         "README.md",
+        "LICENSE",
+        ".pre-commit-config.yaml",
         ".gitignore",
         ".env",
         ".env.example",
@@ -198,60 +184,88 @@ def test_bake_selects_the_chosen_database(baked: Baked) -> None:
     assert ".env\n" in (baked.path / ".gitignore").read_text()
 
 
-def test_baked_project_passes_ruff_check(baked: Baked) -> None:
-    run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=baked.path)
+@pytest.fixture(scope="module")
+def synced(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Baked:
+    """The bake with its own environment made by ``uv sync``, on the Python it asked for.
 
-
-def test_baked_project_passes_ruff_format_check(baked: Baked) -> None:
-    run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], cwd=baked.path)
-
-
-def test_baked_project_passes_mypy_strict(
-    baked: Baked, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
-    result = run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache)], cwd=baked.path
-    )
-    assert "Success: no issues found" in result.stdout
-
-
-def run_suite(baked: Baked, python: Path, **env: str) -> int:
-    """Run the baked project's own tests; return how many passed (none may skip).
-
-    On SQLite the postgres_only tests are deselected; on PostgreSQL all run.
+    mypy's cache is shared between the bakes of one Python version on this worker.
     """
-    result = run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--cov"],
+    run(
+        ["uv", "sync", "--python", find_interpreter(baked.python_version)],
         cwd=baked.path,
-        env=clean_env(**env),
+        env=uv_env(),
+    )
+    assert (baked.path / "uv.lock").is_file()
+    return baked
+
+
+def bake_env(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str) -> dict[str, str]:
+    """The environment for a baked project's own commands (uv, its mypy cache, no home)."""
+    shared = tmp_path_factory.getbasetemp()
+    return uv_env(
+        MYPY_CACHE_DIR=str(shared / f"mypy-cache-{baked.python_version}"),
+        PRE_COMMIT_HOME=str(shared / "pre-commit"),
+        **env,
+    )
+
+
+def test_baked_project_passes_its_pre_commit_hooks(
+    synced: Baked, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # ruff check, ruff format and mypy --strict, as a developer's commit runs them.
+    env = bake_env(synced, tmp_path_factory)
+    run(["git", "init", "-q"], cwd=synced.path, env=env)
+    run(["git", "add", "-A"], cwd=synced.path, env=env)
+    result = run(
+        ["uv", "run", "--no-sync", "pre-commit", "run", "--all-files", "--show-diff-on-failure"],
+        cwd=synced.path,
+        env=env,
+    )
+    for hook in ("ruff check", "ruff format", "mypy --strict"):
+        assert re.search(rf"^{re.escape(hook)}\.+Passed$", result.stdout, re.M), result.stdout
+
+
+def run_suite(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str) -> int:
+    """Run the baked project's own tests in its own environment; return how many passed
+    (none may skip).
+
+    One process (-n0): the template's suite already runs bakes side by side. On SQLite, the
+    README's command, with the coverage gate, and the postgres_only tests deselected; on
+    PostgreSQL every test runs (coverage there would repeat the gate at twice the cost).
+    """
+    on_postgres = "TEST_DATABASE_URL" in env
+    result = run(
+        [
+            *("uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-n0"),
+            *([] if on_postgres else ["--cov"]),
+        ],
+        cwd=baked.path,
+        env=bake_env(baked, tmp_path_factory, **env),
         timeout=900,
     )
     summary = result.stdout.strip().splitlines()[-1]
     assert "failed" not in summary
     assert "skipped" not in summary
-    if "TEST_DATABASE_URL" in env:
-        # On PostgreSQL every test runs, the postgres_only ones included.
+    if on_postgres:
         assert "deselected" not in summary
-    assert "Required test coverage of 95" in result.stdout
+    else:
+        assert "Required test coverage of 95" in result.stdout
     match = PASSED.search(summary)
     assert match is not None, summary
     return int(match.group(1))
 
 
 def test_baked_suite_passes_on_in_memory_sqlite(
-    baked: Baked, tmp_path_factory: pytest.TempPathFactory
+    synced: Baked, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    python = python_for(baked.python_version, tmp_path_factory)
-    assert run_suite(baked, python) >= MINIMUM_TESTS[baked.example_domain]
+    assert run_suite(synced, tmp_path_factory) >= MINIMUM_TESTS[synced.example_domain]
 
 
 def test_baked_suite_passes_on_postgresql(
-    baked: Baked, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+    synced: Baked, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    python = python_for(baked.python_version, tmp_path_factory)
-    passed = run_suite(baked, python, TEST_DATABASE_URL=postgres.async_url())
-    assert passed >= MINIMUM_TESTS[baked.example_domain]
+    passed = run_suite(synced, tmp_path_factory, TEST_DATABASE_URL=postgres.async_url())
+    assert passed >= MINIMUM_TESTS[synced.example_domain]
 
 
 def test_one_test_file_runs_without_the_coverage_gate(cookies_session: Any) -> None:
@@ -267,3 +281,41 @@ def test_one_test_file_runs_without_the_coverage_gate(cookies_session: Any) -> N
     )
     assert " passed" in output.stdout
     assert "coverage" not in output.stdout.lower()
+
+
+LICENSE_FIRST_LINES = {
+    "MIT": "MIT License",
+    "Apache-2.0": "Apache License",
+    "BSD-3-Clause": "BSD 3-Clause License",
+    "Proprietary": "All rights reserved.",
+}
+
+
+@pytest.mark.parametrize("license_id", OPTIONS["license"])
+def test_bake_licenses_the_code_as_chosen(cookies_session: Any, license_id: str) -> None:
+    result = cookies_session.bake(
+        extra_context={"license": license_id, "author_name": "Ada Lovelace"}
+    )
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    text = (project / "LICENSE").read_text()
+    assert LICENSE_FIRST_LINES[license_id] in text.strip().splitlines()[0]
+    metadata = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    expression = "LicenseRef-Proprietary" if license_id == "Proprietary" else license_id
+    assert metadata["license"] == canonicalize_license_expression(expression)
+    assert metadata["license-files"] == ["LICENSE"]
+    if license_id == "Apache-2.0":
+        assert "END OF TERMS AND CONDITIONS" in text
+    else:
+        assert "Ada Lovelace" in text
+    private = "Private :: Do Not Upload" in metadata.get("classifiers", [])
+    assert private is (license_id == "Proprietary")
+
+
+def test_the_no_input_default_is_the_first_choice_of_every_option(cookies_session: Any) -> None:
+    default = Path(cookies_session.bake().project_path)
+    first = Path(cookies_session.bake(extra_context=BAKES[0]).project_path)
+    assert BAKES[0] == {key: OPTIONS[key][0] for key in BAKES[0]}
+    files = sorted(str(path.relative_to(default)) for path in text_files(default))
+    assert files == sorted(str(path.relative_to(first)) for path in text_files(first))
+    assert all((default / name).read_bytes() == (first / name).read_bytes() for name in files)

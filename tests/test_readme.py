@@ -7,11 +7,9 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +20,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, uv_env
 
 TEMPLATE_README = REPO_ROOT / "README.md"
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"
@@ -47,17 +45,6 @@ def free_port() -> int:
 
 def _log_tail(log: Path, size: int = 6000) -> str:
     return log.read_text(encoding="utf-8", errors="replace")[-size:] if log.exists() else ""
-
-
-def uv_env(**overrides: str) -> dict[str, str]:
-    """A clean environment with uv (from the template's own dev group) on PATH.
-
-    uv may only use the Pythons installed here, never download one.
-    """
-    tools = Path(sys.executable).parent
-    assert shutil.which("uvx", path=str(tools)), "uv is not installed with the dev group"
-    path = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
-    return clean_env(PATH=path, UV_PYTHON_DOWNLOADS="never", **overrides)
 
 
 def _get_ready(port: int) -> tuple[int, str] | None:

@@ -102,6 +102,13 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[str]:
     """``app`` served over HTTP by uvicorn on this event loop; yields its base URL.

@@ -18,6 +18,7 @@ import pytest
 from fastapi import Body, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from {{ cookiecutter.package_name }}.core.config import get_settings
 from {{ cookiecutter.package_name }}.core.database import get_engine
 from {{ cookiecutter.package_name }}.core.database.engine import (
     create_engine,
@@ -28,7 +29,7 @@ from {{ cookiecutter.package_name }}.core.database.session import (
 )
 from {{ cookiecutter.package_name }}.main import app, create_app
 
-from tests.harness import served, settings_for
+from tests.harness import serve, served, settings_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -229,3 +230,27 @@ async def test_every_answer_to_an_unparsable_body_is_in_the_openapi_schema() -> 
                         undocumented.append((method, path, name, response.status_code))
     assert "/echo" in schema["paths"]
     assert undocumented == []
+
+
+async def test_cors_answers_only_the_configured_origins(environ: pytest.MonkeyPatch) -> None:
+    preflight = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    async with serve(create_app()) as client:
+        closed = await client.options("/readyz", headers=preflight)
+    environ.setenv("CORS_ORIGINS", "https://app.example.com, http://localhost:5173")
+    get_settings.cache_clear()
+    async with serve(create_app()) as client:
+        allowed = await client.options("/readyz", headers=preflight)
+        other = await client.options(
+            "/readyz", headers={**preflight, "Origin": "https://evil.example.com"}
+        )
+        simple = await client.get("/livez", headers={"Origin": "http://localhost:5173"})
+    assert "access-control-allow-origin" not in closed.headers
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-origin" not in other.headers
+    assert simple.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()

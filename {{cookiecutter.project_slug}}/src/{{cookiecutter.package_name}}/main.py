@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 import sqlalchemy.exc
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Response, status
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from .core.config import settings_or_exit
 from .core.database import ReadSessionDep, dispose_engine
 from .core.errors import EXCEPTION_HANDLERS, document_unparsable_bodies
+from .core.logs import configure_logging, is_valid_request_id
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
 {% endif %}
@@ -39,11 +42,23 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the application; invalid settings stop it here with a one-line reason."""
     settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format, sql=settings.database_echo)
     app = FastAPI(
         title=settings.app_name,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    # Added last, so it runs first: every answer, CORS preflights included, has a request id
+    # (the client's X-Request-ID when it sent a usable one) and so has every log line.
+    app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
 
     @app.get("/livez")
     async def livez() -> Probe:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
         default="{{ cookiecutter.__database_url }}",
         validate_default=True,
     )
+    # Every SQL statement in the log, at INFO.
     database_echo: bool = False
     # Connection pool (PostgreSQL and SQLite files; in-memory SQLite shares one connection).
     # Overflow connections are closed whenever they come back to a full pool, which under
@@ -98,6 +100,26 @@ class Settings(BaseSettings):
     database_pgbouncer: bool = False
     # How long a SQLite connection waits for another writer before "database is locked".
     database_sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    # Logging: DEBUG, INFO, WARNING, ERROR; "console" for people, "json" (one object per
+    # line) for a log pipeline.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    # Browser origins allowed to call the API, comma-separated (e.g.
+    # "https://app.example.com,http://localhost:5173"). Empty: no CORS headers at all.
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @field_validator("database_url", mode="after")
     @classmethod

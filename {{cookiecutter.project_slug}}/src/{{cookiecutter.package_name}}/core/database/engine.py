@@ -30,7 +30,7 @@ def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> As
     if url.get_backend_name() == "sqlite":
         memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
-        engine = create_async_engine(url, echo=settings.database_echo, **({} if memory else pool))
+        engine = create_async_engine(url, **({} if memory else pool))
         configure_sqlite(
             engine,
             busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
@@ -47,9 +47,7 @@ def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> As
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
             connect_args["statement_cache_size"] = 0
             connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
-        engine = create_async_engine(
-            url, connect_args=connect_args, echo=settings.database_echo, **pool
-        )
+        engine = create_async_engine(url, connect_args=connect_args, **pool)
         if settings.database_pool_check_connections:
             check_connections_before_use(engine, ping_after=settings.database_pool_ping_after)
     event.listen(engine.sync_engine, "do_connect", _connect)
