@@ -123,13 +123,19 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
         f"src/{baked.package}/core/config.py",
         *(
             f"src/{baked.package}/core/database/{name}.py"
-            for name in ("__init__", "engine", "session", "liveness", "sqlite", "base", "mixins")
+            for name in (
+                *("__init__", "engine", "session", "replicas"),
+                *("liveness", "sqlite", "base", "mixins"),
+            )
         ),
         "tests/conftest.py",
         "tests/test_main.py",
         *(
             f"tests/core/database/test_{name}.py"
-            for name in ("engine", "session", "read_session", "liveness", "sqlite", "mixins")
+            for name in (
+                *("engine", "session", "read_session", "replicas"),
+                *("liveness", "sqlite", "mixins"),
+            )
         ),
     ]
     assert [name for name in expected if not (baked.path / name).exists()] == []

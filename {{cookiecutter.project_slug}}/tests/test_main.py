@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -16,30 +15,23 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fastapi import Body, FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.core.config import get_settings
 from {{ cookiecutter.package_name }}.core.database import get_engine
-from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
-)
-from {{ cookiecutter.package_name }}.core.database.session import (
-    get_read_session,
-    read_only_sessionmaker,
-)
 from {{ cookiecutter.package_name }}.main import app, create_app
 
-from tests.harness import serve, served, settings_for
+from tests.harness import serve, served
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 
-async def test_the_probes_answer_ok_when_the_database_answers(client: httpx.AsyncClient) -> None:
-    for probe in ("/livez", "/readyz"):
-        response = await client.get(probe)
-        assert response.status_code == 200
-        assert response.json() == {"status": "ok", "detail": None}
+async def test_the_probes_answer_ok_when_the_database_answers(committed_database: str) -> None:
+    async with serve(app) as client:
+        for probe in ("/livez", "/readyz"):
+            response = await client.get(probe)
+            assert response.status_code == 200
+            assert response.json() == {"status": "ok", "detail": None, "replicas": {}}
 
 
 @pytest.mark.parametrize(
@@ -51,23 +43,19 @@ async def test_the_probes_answer_ok_when_the_database_answers(client: httpx.Asyn
     ids=["sqlite", "postgresql"],
 )
 async def test_readiness_fails_and_liveness_holds_when_the_database_is_unreachable(
-    client: httpx.AsyncClient, unreachable_url: str, caplog: pytest.LogCaptureFixture
+    environ: pytest.MonkeyPatch, unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = create_engine(settings_for(unreachable_url))
-
-    async def unreachable_session() -> AsyncIterator[AsyncSession]:
-        async with read_only_sessionmaker(engine)() as session:
-            yield session
-
-    app.dependency_overrides[get_read_session] = unreachable_session
-    try:
+    environ.setenv("DATABASE_URL", unreachable_url)
+    async with serve(create_app()) as client:
         response = await client.get("/readyz")
         alive = await client.get("/livez")
-    finally:
-        await engine.dispose()
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json() == {"status": "unavailable", "detail": "database unavailable"}
+    assert response.json() == {
+        "status": "unavailable",
+        "detail": "database unavailable",
+        "replicas": {},
+    }
     assert alive.status_code == 200
     assert "readiness: database unavailable" in caplog.text
     assert "hunter2-secret" not in caplog.text + response.text

@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from .core.config import settings_or_exit
-from .core.database import ReadSessionDep, dispose_engine
+from .core.database import dispose_engine
+from .core.database.replicas import get_read_router, watching_replicas
+from .core.database.session import get_read_sessionmaker
 from .core.errors import EXCEPTION_HANDLERS, document_unparsable_bodies
 from .core.logs import configure_logging, is_valid_request_id
 {% if cookiecutter.example_domain == "meetings" %}
@@ -25,17 +27,28 @@ from .meetings.router import add_meetings_api
 logger = logging.getLogger(__name__)
 
 
+class ReplicaState(BaseModel):
+    """What the last check found out about a read replica."""
+
+    state: Literal["unknown", "up", "lagging", "down"]
+    lag_seconds: float | None
+
+
 class Probe(BaseModel):
     """The answer of the probes ``GET /livez`` and ``GET /readyz``."""
 
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+    # /readyz: each read replica by host:port/database (DATABASE_READ_URL).
+    replicas: dict[str, ReplicaState] = {}
 
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Start without touching the database (it may come up later); close the pool on exit."""
-    yield
+    """Start without waiting for the database (it may come up later); check the read
+    replicas in the background, if any; close the pools on exit."""
+    async with watching_replicas():
+        yield
     await dispose_engine()
 
 
@@ -67,17 +80,24 @@ def create_app() -> FastAPI:
         return Probe(status="ok")
 
     @app.get("/readyz", responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Probe}})
-    async def readyz(session: ReadSessionDep, response: Response) -> Probe:
-        """Readiness: 200 when the database answers ``SELECT 1``, 503 (retry later) otherwise."""
+    async def readyz(response: Response) -> Probe:
+        """Readiness: 200 when the primary database answers ``SELECT 1``, 503 (retry later)
+        otherwise. Replicas never make the service unready: reads fall back to the primary."""
+        router = get_read_router()
+        replicas = {
+            replica.name: ReplicaState(state=replica.state, lag_seconds=replica.lag)
+            for replica in (router.replicas if router is not None else [])
+        }
         try:
-            await session.execute(text("SELECT 1"))
+            async with get_read_sessionmaker()() as session:  # the primary's
+                await session.execute(text("SELECT 1"))
         except sqlalchemy.exc.SQLAlchemyError as error:
             # The exception type only: driver messages can hold host names or credentials.
             logger.warning("readiness: database unavailable (%s)", type(error).__name__)
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
             response.headers["Retry-After"] = "1"
-            return Probe(status="unavailable", detail="database unavailable")
-        return Probe(status="ok")
+            return Probe(status="unavailable", detail="database unavailable", replicas=replicas)
+        return Probe(status="ok", replicas=replicas)
 
 {% if cookiecutter.example_domain == "meetings" %}
     add_meetings_api(app)

@@ -25,7 +25,7 @@ class ConfigurationError(RuntimeError):
     """The settings cannot start the service; the message is one line and holds no secret."""
 
 
-def normalise_database_url(raw: str) -> str:
+def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
     """Return ``raw`` rewritten to its async driver, or raise ValueError saying why it cannot be.
 
     ``postgres://``, ``postgresql://`` and ``postgresql+psycopg2://`` become
@@ -37,27 +37,27 @@ def normalise_database_url(raw: str) -> str:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
-            f"DATABASE_URL is not a database URL; expected e.g. {EXAMPLE_URLS} "
+            f"{setting} is not a database URL; expected e.g. {EXAMPLE_URLS} "
             "(percent-encode '@', ':' and '/' in the password as %40, %3A and %2F)"
         ) from None
     if "@" in (url.host or ""):
         # make_url splits at the last "@": the password's own "@" moved the rest of it into
         # the host name.
         raise ValueError(
-            "DATABASE_URL has an '@' in its password; percent-encode it as %40 "
+            f"{setting} has an '@' in its password; percent-encode it as %40 "
             "(and ':' as %3A, '/' as %2F)"
         )
     backend, _, driver = url.drivername.partition("+")
     backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in ASYNC_DRIVERS:
         raise ValueError(
-            f"DATABASE_URL names the unsupported database {backend!r}; "
+            f"{setting} names the unsupported database {backend!r}; "
             f"use SQLite or PostgreSQL, e.g. {EXAMPLE_URLS}"
         )
     async_driver = ASYNC_DRIVERS[backend]
     if driver not in REWRITTEN_DRIVERS[backend]:
         raise ValueError(
-            f"DATABASE_URL uses the driver {driver!r}, which this service cannot run without "
+            f"{setting} uses the driver {driver!r}, which this service cannot run without "
             f"blocking the event loop; use {backend}+{async_driver}://"
         )
     # Only the scheme changes: the rest stays byte for byte as written.
@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     # How long a SQLite connection waits for another writer before "database is locked".
     database_sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
+    # PostgreSQL streaming replicas to read from, comma-separated URLs (see
+    # core/database/replicas.py). Unset, or with SQLite, every read goes to DATABASE_URL.
+    database_read_url: SecretStr | None = None
+    # A replica known to lag further behind the primary (seconds) gets no reads until it
+    # catches up.
+    database_read_max_lag: float = Field(default=5.0, gt=0)
     # Logging: DEBUG, INFO, WARNING, ERROR; "console" for people, "json" (one object per
     # line) for a log pipeline.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -126,10 +132,30 @@ class Settings(BaseSettings):
     def _normalise_database_url(cls, value: SecretStr) -> SecretStr:
         return SecretStr(normalise_database_url(value.get_secret_value()))
 
+    @field_validator("database_read_url", mode="after")
+    @classmethod
+    def _normalise_read_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        urls = [
+            normalise_database_url(raw, "DATABASE_READ_URL")
+            for raw in value.get_secret_value().split(",")
+        ]
+        if any(not url.startswith("postgresql+") for url in urls):
+            raise ValueError("DATABASE_READ_URL must name PostgreSQL servers (streaming replicas)")
+        return SecretStr(",".join(urls))
+
     @property
     def sqlalchemy_url(self) -> URL:
         """The database URL as a SQLAlchemy ``URL`` (its repr masks the password)."""
         return make_url(self.database_url.get_secret_value())
+
+    @property
+    def read_urls(self) -> list[URL]:
+        """The replicas to read from: none unless both they and DATABASE_URL are PostgreSQL."""
+        if self.database_read_url is None or self.sqlalchemy_url.get_backend_name() != "postgresql":
+            return []
+        return [make_url(url) for url in self.database_read_url.get_secret_value().split(",")]
 
 
 def describe_validation_error(error: ValidationError) -> str:

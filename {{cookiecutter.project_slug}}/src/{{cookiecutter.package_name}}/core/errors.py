@@ -14,13 +14,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from .database.engine import is_unavailable
+
 logger = logging.getLogger(__name__)
 
-# SQLSTATE classes that mean "the database cannot serve now", not "the request is wrong":
-# connection exception, invalid authorization, invalid catalog (no such database),
-# insufficient resources (too many connections), operator intervention (shutting down).
-# https://www.postgresql.org/docs/current/errcodes-appendix.html
-UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 BUSY = "database busy: no connection became free in time; retry later"
 UNAVAILABLE = "database unavailable; retry later"
 
@@ -60,13 +57,7 @@ def unavailable_reason(error: BaseException) -> str | None:
     """Why the database could not serve, if ``error`` says so; None for any other error."""
     if isinstance(error, sqlalchemy.exc.TimeoutError):  # the pool's, not the builtin
         return BUSY
-    if isinstance(error, sqlalchemy.exc.OperationalError):
-        return UNAVAILABLE
-    if isinstance(error, sqlalchemy.exc.DBAPIError):
-        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-        if error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
-            return UNAVAILABLE
-    return None
+    return UNAVAILABLE if is_unavailable(error) else None
 
 
 async def database_error(_request: Request, error: Exception) -> Response:

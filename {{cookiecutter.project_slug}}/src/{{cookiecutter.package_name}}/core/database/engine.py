@@ -6,21 +6,32 @@ import uuid
 from functools import cache
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config import Settings, get_settings
 from .liveness import check_connections_before_use
 from .sqlite import configure_sqlite
 
+# SQLSTATE classes that mean "the database cannot serve now", not "the request is wrong":
+# connection exception, invalid authorization, invalid catalog (no such database),
+# insufficient resources (too many connections), operator intervention (shutting down).
+# https://www.postgresql.org/docs/current/errcodes-appendix.html
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
-def create_engine(settings: Settings, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
-    """Create the engine that ``settings`` describe; no connection is opened yet.
+
+def create_engine(
+    settings: Settings, *, url: URL | None = None, sqlite_foreign_keys: bool = True
+) -> AsyncEngine:
+    """Create the engine that ``settings`` describe (for ``url``, a replica's, if given); no
+    connection is opened yet.
 
     Migrations turn ``sqlite_foreign_keys`` off: batch mode copies and drops tables.
     """
-    url = settings.sqlalchemy_url
+    url = url or settings.sqlalchemy_url
     pool = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_max_overflow,
@@ -68,14 +79,35 @@ def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str
         raise dialect.loaded_dbapi.OperationalError(message) from error
 
 
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve now (retry later), not a bug."""
+    if isinstance(error, OperationalError | sqlalchemy.exc.TimeoutError):  # the pool's
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        return error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return False
+
+
 @cache
 def get_engine() -> AsyncEngine:
     """Return the service's engine, created on first use from the settings."""
     return create_engine(get_settings())
 
 
+@cache
+def get_replica_engines() -> tuple[AsyncEngine, ...]:
+    """The engines of the read replicas (DATABASE_READ_URL), one pool each; none by default."""
+    settings = get_settings()
+    return tuple(create_engine(settings, url=url) for url in settings.read_urls)
+
+
 async def dispose_engine() -> None:
-    """Close the service's pooled connections, if an engine was ever created."""
-    if get_engine.cache_info().currsize:
-        await get_engine().dispose()
+    """Close the service's pooled connections, the replicas' included, and forget them."""
+    engines = [get_engine()] if get_engine.cache_info().currsize else []
+    if get_replica_engines.cache_info().currsize:
+        engines += get_replica_engines()
+    for engine in engines:
+        await engine.dispose()
     get_engine.cache_clear()
+    get_replica_engines.cache_clear()

@@ -8,13 +8,14 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy import event
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy import Result, event
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from ..config import get_settings
-from .engine import get_engine
+from .engine import get_engine, is_unavailable
+from .replicas import get_read_router
 
 
 @lru_cache(maxsize=1)
@@ -62,9 +63,21 @@ def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
 
 
 @event.listens_for(ReadOnlySession, "do_orm_execute")
-def _refuse_dml(state: ORMExecuteState) -> None:
+def _read(state: ORMExecuteState) -> Result[Any] | None:
+    """Refuse writes; retry on the primary a read that its replica failed to serve."""
     if state.is_insert or state.is_update or state.is_delete:
         raise InvalidRequestError("this session is read-only; use SessionDep to write")
+    if "replica" not in state.session.info:
+        return None  # run the statement as usual
+    try:
+        return state.invoke_statement()
+    except (DBAPIError, TimeoutError) as error:
+        if not is_unavailable(error):
+            raise
+        router, replica, primary = state.session.info.pop("replica")
+        router.set_state(replica, "down", f"a read failed: {type(error).__name__}")
+        state.session.bind = primary  # this and every later statement of the session
+        return state.invoke_statement()
 
 
 def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_sessionmaker[AsyncSession]:
@@ -74,25 +87,35 @@ def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_session
     )
 
 
-@lru_cache(maxsize=1)
-def _read_sessionmaker(engine: AsyncEngine, pgbouncer: bool) -> async_sessionmaker[AsyncSession]:
+@lru_cache(maxsize=16)
+def _read_bind(engine: AsyncEngine) -> AsyncEngine:
     # Autocommit: no BEGIN and no COMMIT, two round trips fewer. Each statement sees what was
     # committed when it started; one snapshot over several statements needs SessionDep.
     # Behind PgBouncer reads keep their transactions: asyncpg prepares a statement in one
     # message and runs it in the next, and only a transaction keeps both on one server.
-    return read_only_sessionmaker(
-        engine if pgbouncer else engine.execution_options(isolation_level="AUTOCOMMIT")
-    )
+    if get_settings().database_pgbouncer:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def get_read_sessionmaker() -> async_sessionmaker[AsyncSession]:
-    """The factory of the read-only sessions that ReadSessionDep hands out."""
-    return _read_sessionmaker(get_engine(), get_settings().database_pgbouncer)
+@lru_cache(maxsize=16)
+def _read_sessions(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return read_only_sessionmaker(bind)
+
+
+def get_read_sessionmaker(engine: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
+    """The factory of read-only sessions on ``engine`` (default: the primary's)."""
+    return _read_sessions(_read_bind(engine or get_engine()))
 
 
 async def get_read_session() -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: a read-only session for a request that only reads."""
-    async with get_read_sessionmaker()() as session:
+    """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
+    router = get_read_router()
+    replica = router.pick() if router is not None else None
+    async with get_read_sessionmaker(replica.engine if replica else None)() as session:
+        if router is not None and replica is not None:
+            primary = _read_bind(get_engine()).sync_engine
+            session.info["replica"] = (router, replica, primary)
         yield session
 
 
