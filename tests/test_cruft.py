@@ -10,14 +10,12 @@ without prompts, keeping the local change and leaving no conflict behind.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, clean_env, run
+from tests.helpers import clean_env, copy_tracked_files, run
 
 TEMPLATE_README = Path("{{cookiecutter.project_slug}}") / "README.md"
 TEMPLATE_LINE = "Updates to this project arrive with `cruft update` from the team template."
@@ -46,19 +44,6 @@ def commit_all(repo: Path, env: dict[str, str], message: str) -> str:
     git(repo, env, "add", "-A")
     git(repo, env, "commit", "-q", "-m", message)
     return git(repo, env, "rev-parse", "HEAD")
-
-
-def copy_tracked_files(destination: Path) -> None:
-    """Copy the files git tracks in this repository (as they are on disk) to ``destination``."""
-    listing = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
-    )
-    for name in listing.stdout.decode().split("\0"):
-        source = REPO_ROOT / name
-        if name and source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
 
 
 @pytest.fixture
