@@ -2,14 +2,22 @@
 
 Each failed check prints one line naming the field, the bad value and what is allowed, and
 the hook exits non-zero: cookiecutter then raises FailedHookException and removes the output.
+After the errors it says how to re-run from the replay file cookiecutter saved the answers in.
 """
 
 from __future__ import annotations
 
 import json
 import keyword
+import os
 import re
+import shlex
 import sys
+from pathlib import Path
+from typing import Any
+
+from cookiecutter.config import get_user_config
+from cookiecutter.exceptions import CookiecutterException
 
 # Rendered values are read through JSON in a raw ''' string: tojson escapes every quote and
 # backslash, so no answer can break out of the literal (a """ string would end early).
@@ -21,6 +29,13 @@ ANSWERS: dict[str, str] = {
     "author_name": json.loads(r'''{{ cookiecutter.author_name | tojson }}'''),
     "author_email": json.loads(r'''{{ cookiecutter.author_email | tojson }}'''),
 }
+
+# Set by cookiecutter's own entry point (CLI or API), which saves every answer to its replay
+# file before this hook runs. cruft renders hooks without _repo_dir and saves no replay file,
+# so these default to None rather than failing the render.
+TEMPLATE: str | None = json.loads(r'''{{ cookiecutter._template | default(none) | tojson }}''')
+REPO_DIR: str | None = json.loads(r'''{{ cookiecutter._repo_dir | default(none) | tojson }}''')
+CHECKOUT: str | None = json.loads(r'''{{ cookiecutter._checkout | default(none) | tojson }}''')
 
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 PACKAGE_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
@@ -137,11 +152,73 @@ def find_errors(answers: dict[str, str]) -> list[str]:
     return [error for error in errors if error is not None]
 
 
+def user_replay_dir() -> Path | None:
+    """Return the replay_dir of the user config cookiecutter finds without --config-file."""
+    try:
+        return Path(get_user_config()["replay_dir"])
+    except (CookiecutterException, OSError):
+        return None
+
+
+def find_replay_file(replay_dir: Path, saved: dict[str, Any]) -> Path | None:
+    """Return the newest replay file in ``replay_dir`` that holds ``saved``, or None."""
+    candidates = replay_dir.glob("*.json") if replay_dir.is_dir() else []
+    for path in sorted(candidates, key=lambda path: path.stat().st_mtime, reverse=True):
+        try:
+            context = json.loads(path.read_text(encoding="utf-8"))["cookiecutter"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if all(context.get(key) == value for key, value in saved.items()):
+            return path
+    return None
+
+
+def rerun_command(replay_file: str, template: str, checkout: str | None) -> str:
+    """Return the shell command that generates again from ``replay_file``."""
+    args = ["cookiecutter", "--replay-file", replay_file]
+    if checkout:
+        args += ["--checkout", checkout]
+    return shlex.join([*args, template])
+
+
+def replay_file_name(repo_dir: str) -> str:
+    """Return the name cookiecutter gives the replay file of the template in ``repo_dir``."""
+    name = Path(os.path.normpath(repo_dir)).name
+    return f"{name}.json" if name not in ("", "..") else "<template folder name>.json"
+
+
+def replay_hint(
+    replay_file: Path | None, repo_dir: str, template: str, checkout: str | None
+) -> str:
+    """Return how to correct the answers in the replay file and generate again."""
+    if replay_file is None:
+        name = replay_file_name(repo_dir)
+        where = (
+            f"cookiecutter saved all your answers in {name} in the replay_dir of your "
+            "cookiecutter config (default ~/.cookiecutter_replay/)."
+        )
+        command = rerun_command(f"<replay_dir>/{name}", template, checkout)
+    else:
+        where = f"cookiecutter saved all your answers in {shlex.quote(str(replay_file))}."
+        command = rerun_command(str(replay_file), template, checkout)
+    return (
+        f"{where}\n"
+        "Correct the answers named above in that file (and values derived from them there, "
+        "such as the database name in __database_url), then generate again without typing "
+        f"the others:\n  {command}"
+    )
+
+
 def main() -> int:
-    """Print every invalid answer on its own line; return 1 if there was any."""
+    """Print every invalid answer on its own line, then how to re-run; return 1 if any."""
     errors = find_errors(ANSWERS)
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
+    if errors and TEMPLATE is not None and REPO_DIR is not None:
+        saved = {**ANSWERS, "_template": TEMPLATE, "_repo_dir": REPO_DIR}
+        replay_dir = user_replay_dir()
+        replay_file = find_replay_file(replay_dir, saved) if replay_dir else None
+        print(replay_hint(replay_file, REPO_DIR, TEMPLATE, CHECKOUT), file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -208,3 +208,16 @@ class PgBouncer:
             drivername="postgresql+asyncpg", host="127.0.0.1", port=self.port, database=database
         )
         return url.render_as_string(hide_password=False)
+
+
+def copy_tracked_files(destination: Path) -> None:
+    """Copy the files git tracks in this repository, as they are on disk, to ``destination``."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    )
+    for name in listing.stdout.decode().split("\0"):
+        source = REPO_ROOT / name
+        if name and source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
