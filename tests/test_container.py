@@ -198,7 +198,7 @@ def image_exists(image: str) -> bool:
 
 
 def base_image(python_version: str) -> str:
-    """The Debian stand-in for python:X-slim, built once per machine (about 45 s)."""
+    """The Debian stand-in for python:X-slim, built once per machine (45 s to 3 min)."""
     image = BASE_IMAGE.format(version=python_version)
     if image_exists(image):
         return image
