@@ -40,6 +40,8 @@ import yaml
 from tests.helpers import REPO_ROOT, PgBouncer, PostgresServer, clean_env, free_port, run
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
+# The tests that use the built image share one worker (--dist loadgroup), which builds it once.
+IMAGE_WORKER = pytest.mark.xdist_group("container-image")
 COMBINATIONS = [
     {"database": database, "python_version": version, "example_domain": domain}
     for domain in OPTIONS["example_domain"]
@@ -428,6 +430,7 @@ def server(
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_image_holds_compiled_bytecode_and_neither_uv_nor_dev_tools(
     image: Image, container: str
 ) -> None:
@@ -452,6 +455,7 @@ def test_image_holds_compiled_bytecode_and_neither_uv_nor_dev_tools(
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_compose_migrate_command_migrates_a_fresh_database_in_the_image(
     image: Image, container: str, database: str
 ) -> None:
@@ -475,6 +479,7 @@ def asyncpg_fetch(url: str, query: str) -> list[Any]:
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_image_cmd_serves_on_the_port_it_is_given_as_a_non_root_user(
     image: Image, server: Server
 ) -> None:
@@ -495,6 +500,7 @@ def test_image_cmd_serves_on_the_port_it_is_given_as_a_non_root_user(
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_image_healthcheck_passes_while_serving_and_fails_without_a_server(
     image: Image, container: str, server: Server
 ) -> None:
@@ -507,6 +513,7 @@ def test_image_healthcheck_passes_while_serving_and_fails_without_a_server(
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_compose_app_healthcheck_passes_in_the_image_when_the_database_answers(
     image: Image, container: str, server: Server
 ) -> None:
@@ -517,6 +524,7 @@ def test_compose_app_healthcheck_passes_in_the_image_when_the_database_answers(
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_image_build_without_uv_lock_fails_and_asks_for_one(cookies_session: Any) -> None:
     project = bake(cookies_session, project_name="No Lock")
     assert not (project / "uv.lock").exists()
@@ -562,6 +570,7 @@ async def readiness_statuses(port: int, requests: int, concurrency: int) -> Coun
 
 
 @pytest.mark.slow
+@IMAGE_WORKER
 def test_image_serves_through_pgbouncer_with_the_compose_profile_settings(
     image: Image,
     container: str,
