@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 from sqlalchemy import Result, event
-from sqlalchemy.exc import DBAPIError, InvalidRequestError
+from sqlalchemy.exc import InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -71,7 +71,7 @@ def _read(state: ORMExecuteState) -> Result[Any] | None:
         return None  # run the statement as usual
     try:
         return state.invoke_statement()
-    except (DBAPIError, TimeoutError) as error:
+    except SQLAlchemyError as error:  # a connection or pool failure, or a bug
         if not is_unavailable(error):
             raise
         router, replica, primary = state.session.info.pop("replica")
