@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -451,3 +452,117 @@ def test_a_read_session_on_the_replica_refuses_writes(
         "refused by the server: cannot execute INSERT in a read-only transaction"
     ), outcomes
     assert servers.fetchval("primary", "SELECT count(*) FROM rooms", "service") == rooms_before
+
+
+# --- known gaps: each test fails today (strict xfail) and passes once the gap is closed ------
+
+
+@contextmanager
+def frozen_replica(servers: PrimaryWithReplica) -> Iterator[None]:
+    """The replica's processes stopped (SIGSTOP): it accepts TCP but never answers, like a
+    replica behind a network partition or on a paused VM; resumed (SIGCONT) on exit."""
+    postmaster = int((servers.replica_data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(postmaster)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    processes = [postmaster, *map(int, children)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in processes:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def concurrent_reads(base_url: str, path: str, count: int, timeout: float) -> Counter[Any]:
+    """``count`` GETs at once, each on its own connection; statuses, or "no answer"."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
+
+        async def read() -> int | str:
+            try:
+                return (await client.get(path)).status_code
+            except httpx.TimeoutException:
+                return "no answer"
+
+        return Counter(await asyncio.gather(*(read() for _ in range(count))))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a replica that stops answering (without closing connections) hangs the reads "
+    "already routed to it: replica engines have no command timeout, and session.py's retry "
+    "treats a TimeoutError as a bug, not as 'unavailable'",
+)
+def test_a_replica_that_stops_answering_delays_reads_by_seconds_not_forever(
+    patient: Service, servers: PrimaryWithReplica
+) -> None:
+    wait_for_state(patient, "up")
+    room = create_room(patient)
+    each_worker(patient, f"/rooms/{room}", lambda r: r.status_code == 200)  # replayed
+    # A check notices within CHECK_TIMEOUT (2 s) + CHECK_EVERY; allow twice that and more.
+    limit = 8.0
+    with frozen_replica(servers):
+        statuses = asyncio.run(concurrent_reads(patient.base_url, f"/rooms/{room}", 8, limit))
+        report = each_worker(patient, "/readyz", lambda r: r.status_code == 200)
+    wait_for_state(patient, "up", timeout=30)
+    assert all(replica_state(patient, r)["state"] == "down" for r in report.values())
+    assert statuses == {200: 8}, statuses
+
+
+POOL_TIMEOUT_ON_A_REPLICA = """\
+import asyncio
+
+from sqlalchemy import text
+
+from {package}.core.database.engine import dispose_engine
+from {package}.core.database.replicas import get_read_router
+from {package}.core.database.session import get_read_session
+
+
+async def main():
+    await get_read_router().check()  # the replica is up: reads go to it
+    holder = get_read_session()
+    held = await anext(holder)
+    await held.execute(text("SELECT 1"))  # holds the replica's only pooled connection
+    reader = get_read_session()
+    session = await anext(reader)
+    print(await session.scalar(text("SELECT 'served'")))
+    await holder.aclose()
+    await reader.aclose()
+    await dispose_engine()
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session.py retries a failed replica read on `except (DBAPIError, TimeoutError)`: "
+    "the builtin TimeoutError, not the pool's sqlalchemy.exc.TimeoutError, which "
+    "is_unavailable() counts as unavailable; a replica whose pool is exhausted fails the read",
+)
+def test_a_read_that_times_out_on_the_replicas_pool_is_served_by_the_primary(
+    bake: Bake, servers: PrimaryWithReplica, tmp_path: Path
+) -> None:
+    script = tmp_path / "pool_timeout_on_a_replica.py"
+    script.write_text(POOL_TIMEOUT_ON_A_REPLICA.format(package=bake.package))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=bake.path,
+        env=clean_env(
+            DATABASE_URL=servers.url("primary", "service"),
+            DATABASE_READ_URL=servers.url("replica", "service"),
+            DATABASE_POOL_SIZE="1",
+            DATABASE_POOL_TIMEOUT="0.5",
+            PYTHONPATH=str(bake.path / "src"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "served"
