@@ -5,10 +5,12 @@
     .venv/bin/python benchmarks/run.py --only B2  # some of them; prints, writes nothing
 
 Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
-B1-B5 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
-and streaming appends. Every number comes with the baseline it is compared to, measured in the
-same run: the machines are shared and noisy, so ratios mean more than absolute times.
-Needs wrk (apt-get install wrk) and the PostgreSQL server of TEMPLATE_POSTGRES_URL.
+B1-B6 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
+streaming appends, and reads from a streaming replica. Every number comes with the baseline it
+is compared to, measured in the same run: the machines are shared and noisy, so ratios mean more
+than absolute times. Needs wrk (apt-get install wrk) and the PostgreSQL server of
+TEMPLATE_POSTGRES_URL; B6 starts a primary and a replica of its own from PostgreSQL's server
+binaries (tests/helpers.py ``PrimaryWithReplica``).
 """
 
 from __future__ import annotations
@@ -841,6 +843,83 @@ def bench_big_append(project: Project, report: Report, repeats: int) -> None:
     )
 
 
+# --- B6: reads from a streaming replica ----------------------------------------------------
+
+
+def replica_state(base: str) -> str:
+    """The state /readyz reports for the service's one read replica."""
+    response = httpx.get(base + "/readyz", timeout=5)
+    response.raise_for_status()
+    (replica,) = response.json()["replicas"].values()
+    return str(replica["state"])
+
+
+def bench_replica(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    """B2's read on the primary only, then with one streaming replica (DATABASE_READ_URL).
+
+    The pair is started here (tests/helpers.py ``PrimaryWithReplica``): initdb, pg_basebackup
+    and streaming replication in a temporary folder, on the same machine as the service.
+    """
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.helpers import PrimaryWithReplica
+
+    servers = PrimaryWithReplica()
+    servers.start()
+    try:
+        servers.fetchval("primary", "CREATE DATABASE bench")
+        primary = servers.url("primary", "bench")
+        run(
+            [PYTHON, "-m", "alembic", "upgrade", "head"],
+            cwd=project.path,
+            env=clean_env(DATABASE_URL=primary),
+        )
+        replicated = {"DATABASE_READ_URL": servers.url("replica", "bench")}
+        with (
+            uvicorn(HERE, "bench_app:app", service_env(project, primary)) as primary_only,
+            uvicorn(
+                HERE, "bench_app:app", service_env(project, primary, **replicated)
+            ) as with_replica,
+        ):
+            room = seed_room(primary_only)
+            deadline = time.monotonic() + 30
+            while (
+                replica_state(with_replica) != "up"
+                or httpx.get(f"{with_replica}/rooms/{room}").status_code != 200
+            ):
+                if time.monotonic() > deadline:
+                    raise SystemExit("B6: the replica did not come up with the room")
+                time.sleep(0.1)
+            targets = {"primary only": primary_only, "one replica": with_replica}
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            for base in targets.values():
+                wrk(f"{base}/rooms/{room}", 1)  # warm up
+            for _ in range(repeats):
+                for name, base in targets.items():
+                    rate, bad = wrk(f"{base}/rooms/{room}", seconds)
+                    if bad:
+                        raise SystemExit(f"B6 {name}: {bad} failed requests")
+                    rates[name].append(rate)
+            # The replica was up all along, so the router sent every read to it.
+            if replica_state(with_replica) != "up":
+                raise SystemExit("B6: the replica was not up after the run")
+    finally:
+        servers.stop()
+    alone, replicated_rate = median(rates["primary only"]), median(rates["one replica"])
+    report.add(
+        Row(
+            "B6",
+            "GET a row by id, 1 worker, 50 connections, through DATABASE_READ_URL to one"
+            " streaming replica; primary and replica share this machine's cores, so this"
+            " shows the routing's cost, not scaling",
+            f"{replicated_rate:,.0f} req/s",
+            f"{alone:,.0f} req/s (primary only)",
+            f"{replicated_rate / alone:.2f}x",
+            "",
+            "",
+        )
+    )
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -894,7 +973,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["B1", "B2", "B3", "B4", "B5"],
+        choices=["B1", "B2", "B3", "B4", "B5", "B6"],
         help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -914,6 +993,7 @@ def main() -> int:
             "appends",
             lambda p, r: (bench_appends(p, r, seconds), bench_big_append(p, r, repeats)),
         ),
+        "B6": ("read replica", lambda p, r: bench_replica(p, r, repeats, seconds)),
     }
     WORK.mkdir(exist_ok=True)
     report = Report()

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -221,3 +222,176 @@ def copy_tracked_files(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+POSTGRES_BIN = Path(os.environ.get("TEMPLATE_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+# Settings of the throwaway pair: streaming replication, loopback only, no Unix socket (so
+# nothing lands in /var/run/postgresql), and no fsync (the data lives for one test run).
+REPLICATION_CONF = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = ''
+wal_level = replica
+max_wal_senders = 4
+hot_standby = on
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+max_connections = 60
+shared_buffers = 16MB
+"""
+REPLICATION_HBA = """
+host replication all 127.0.0.1/32 trust
+host all all 127.0.0.1/32 trust
+"""
+
+
+class ReplicationError(RuntimeError):
+    """The primary and replica pair could not be started."""
+
+
+class PrimaryWithReplica:
+    """A PostgreSQL primary and one streaming replica in a temporary folder, on free ports.
+
+    Both are owned by the ``postgres`` system user when run as root (PostgreSQL refuses root)
+    and share nothing with the machine's own server: their own data folders, ports, loopback
+    TCP only. ``stop()`` stops both and removes the folder. Errors are ``ReplicationError``
+    (not test failures), so the benchmarks can use the class too.
+    """
+
+    def __init__(self, bin_dir: Path = POSTGRES_BIN) -> None:
+        self.bin_dir = bin_dir
+        self.folder: Path | None = None
+        self.primary_port = free_port()
+        self.replica_port = free_port()
+
+    @property
+    def primary_data(self) -> Path:
+        assert self.folder is not None, "start() first"
+        return self.folder / "primary"
+
+    @property
+    def replica_data(self) -> Path:
+        assert self.folder is not None, "start() first"
+        return self.folder / "replica"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
+        command = [str(self.bin_dir / tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise ReplicationError(
+                f"{tool} exited {result.returncode}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+
+    def start(self) -> None:
+        """Create, start and connect both servers; return once the replica streams."""
+        if not (self.bin_dir / "initdb").exists():
+            raise ReplicationError(f"PostgreSQL's server binaries are not in {self.bin_dir}")
+        self.folder = Path(tempfile.mkdtemp(prefix="pg-replication-"))
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.folder, "postgres", "postgres")
+            self._run(
+                "initdb",
+                "--pgdata",
+                str(self.primary_data),
+                "--username",
+                "postgres",
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+                "--no-instructions",
+            )
+            with (self.primary_data / "postgresql.conf").open("a") as conf:
+                conf.write(REPLICATION_CONF.format(port=self.primary_port))
+            with (self.primary_data / "pg_hba.conf").open("a") as hba:
+                hba.write(REPLICATION_HBA)
+            self._pg_ctl("start", self.primary_data)
+            self._run(
+                "pg_basebackup",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.primary_port),
+                "--username",
+                "postgres",
+                "--pgdata",
+                str(self.replica_data),
+                "--write-recovery-conf",  # -R: standby.signal and primary_conninfo
+                "--wal-method",
+                "stream",
+                "--checkpoint",
+                "fast",
+                "--no-sync",
+            )
+            with (self.replica_data / "postgresql.conf").open("a") as conf:
+                conf.write(f"port = {self.replica_port}\n")
+            self.start_replica()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _pg_ctl(self, action: str, data: Path) -> None:
+        log = ["--log", str(data.parent / f"{data.name}.log")] if action == "start" else []
+        # -w: return once the server accepts connections (or has stopped).
+        self._run("pg_ctl", action, "-w", "-t", "60", "-m", "fast", "-D", str(data), *log)
+
+    def stop_replica(self) -> None:
+        """Stop the replica (fast shutdown: its open connections are closed at once)."""
+        self._pg_ctl("stop", self.replica_data)
+
+    def start_replica(self, timeout: float = 30) -> None:
+        """Start the replica; return once it accepts connections and streams from the primary."""
+        self._pg_ctl("start", self.replica_data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            streaming = self.fetchval(
+                "primary", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            )
+            if streaming:
+                return
+            time.sleep(0.05)
+        raise ReplicationError(f"the replica did not stream within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop both servers (those that run) and remove the folder."""
+        if self.folder is None:
+            return
+        for data in (self.replica_data, self.primary_data):
+            if (data / "postmaster.pid").exists():
+                self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(data))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = None
+
+    def port(self, server: str) -> int:
+        return {"primary": self.primary_port, "replica": self.replica_port}[server]
+
+    def url(self, server: str, database: str = "postgres") -> str:
+        """An asyncpg URL of ``database`` on the ``server`` ("primary" or "replica")."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port(server)}/{database}"
+
+    def fetchval(self, server: str, statement: str, database: str = "postgres") -> object:
+        """The first value of ``statement``, run in autocommit mode on ``server``."""
+
+        async def fetch() -> object:
+            connection = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port(server),
+                user="postgres",
+                database=database,
+                timeout=5,
+            )
+            try:
+                return await connection.fetchval(statement)
+            finally:
+                await connection.close()
+
+        return asyncio.run(fetch())

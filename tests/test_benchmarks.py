@@ -55,10 +55,11 @@ def test_a_quick_benchmark_run_reports_every_bench(
     output = tmp_path / "results.md"
     run_benchmarks(postgres, "--quick", "--output", str(output), timeout=900)
     text = output.read_text()
-    for bench in ("B1", "B2", "B3", "B4", "B5"):
+    for bench in ("B1", "B2", "B3", "B4", "B5", "B6"):
         assert f"| {bench} |" in text
     assert "raw asyncpg pool" in text
     assert "contrast: blocking driver call" in text
+    assert "(primary only)" in text  # B6's baseline
     assert "- machine:" in text
 
 
@@ -71,6 +72,6 @@ def test_only_runs_the_named_benchmarks_and_writes_nothing(
         postgres, "--quick", "--only", "B4", "--output", str(output), timeout=300
     )
     assert "| B4 | spawn uvicorn to first 200 from /readyz |" in stdout
-    for bench in ("B1", "B2", "B3", "B5"):
+    for bench in ("B1", "B2", "B3", "B5", "B6"):
         assert f"| {bench} |" not in stdout
     assert not output.exists()
