@@ -20,6 +20,12 @@ from tests.helpers import (
 __all__ = ["REPO_ROOT", "PostgresServer", "clean_env", "run"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests first: with tests spread over workers, the longest ones started
+    last would leave one worker busy long after the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> PostgresServer:
     """The PostgreSQL server; skipped when none answers, a failure if REQUIRE_POSTGRES is set."""

@@ -454,7 +454,8 @@ def test_a_read_session_on_the_replica_refuses_writes(
     assert servers.fetchval("primary", "SELECT count(*) FROM rooms", "service") == rooms_before
 
 
-# --- known gaps: each test fails today (strict xfail) and passes once the gap is closed ------
+# --- a replica that cannot serve in time ------------------------------------------------------
+# The first test records a known gap (strict xfail: it fails today and passes once closed).
 
 
 @contextmanager
@@ -538,12 +539,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py retries a failed replica read on `except (DBAPIError, TimeoutError)`: "
-    "the builtin TimeoutError, not the pool's sqlalchemy.exc.TimeoutError, which "
-    "is_unavailable() counts as unavailable; a replica whose pool is exhausted fails the read",
-)
 def test_a_read_that_times_out_on_the_replicas_pool_is_served_by_the_primary(
     bake: Bake, servers: PrimaryWithReplica, tmp_path: Path
 ) -> None:
