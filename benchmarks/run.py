@@ -39,7 +39,8 @@ from sqlalchemy.engine import make_url
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-WORK = HERE / ".work"
+# Scratch space: bakes, databases' files, logs (BENCH_WORK lets two runs keep apart).
+WORK = Path(os.environ.get("BENCH_WORK", HERE / ".work"))
 SERVER_URL = make_url(
     os.environ.get("TEMPLATE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )

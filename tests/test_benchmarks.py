@@ -29,8 +29,9 @@ def test_the_report_is_one_markdown_table_with_a_verdict_per_target() -> None:
     assert lines[3].endswith("| >= 0.55x | **no** |")
 
 
-def run_benchmarks(postgres: PostgresServer, *args: str, timeout: float) -> str:
-    """Run benchmarks/run.py with ``args`` against the test server; return its output.
+def run_benchmarks(postgres: PostgresServer, work: Path, *args: str, timeout: float) -> str:
+    """Run benchmarks/run.py with ``args`` against the test server, its scratch space in
+    ``work``; return its output.
 
     wrk missing is a skip, or a failure where REQUIRE_POSTGRES says the servers must be here.
     """
@@ -42,7 +43,10 @@ def run_benchmarks(postgres: PostgresServer, *args: str, timeout: float) -> str:
     result = run(
         [sys.executable, "benchmarks/run.py", *args],
         cwd=REPO_ROOT,
-        env=clean_env(TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False)),
+        env=clean_env(
+            TEMPLATE_POSTGRES_URL=postgres.url.render_as_string(hide_password=False),
+            BENCH_WORK=str(work),
+        ),
         timeout=timeout,
     )
     return result.stdout
@@ -53,7 +57,7 @@ def test_a_quick_benchmark_run_reports_every_bench(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     output = tmp_path / "results.md"
-    run_benchmarks(postgres, "--quick", "--output", str(output), timeout=900)
+    run_benchmarks(postgres, tmp_path / "work", "--quick", "--output", str(output), timeout=900)
     text = output.read_text()
     for bench in ("B1", "B2", "B3", "B4", "B5", "B6"):
         assert f"| {bench} |" in text
@@ -69,7 +73,7 @@ def test_only_runs_the_named_benchmarks_and_writes_nothing(
 ) -> None:
     output = tmp_path / "results.md"
     stdout = run_benchmarks(
-        postgres, "--quick", "--only", "B4", "--output", str(output), timeout=300
+        postgres, tmp_path / "work", "--quick", "--only", "B4", "--output", str(output), timeout=300
     )
     assert "| B4 | spawn uvicorn to first 200 from /readyz |" in stdout
     for bench in ("B1", "B2", "B3", "B5", "B6"):
