@@ -983,7 +983,7 @@ def main() -> int:
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    repeats, seconds, count = (1, 1.0, 50) if options.quick else (3, 5.0, 200)
+    repeats, seconds, count = (1, 1.0, 20) if options.quick else (3, 5.0, 200)
     benches: dict[str, tuple[str, Callable[[Project, Report], None]]] = {
         "B1": (
             "test harness",
