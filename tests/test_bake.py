@@ -98,11 +98,20 @@ def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Baked:
     )
 
 
+# What the tools make in a bake (uv sync, pre-commit, the suites), not what the bake wrote.
+MADE_BY_TOOLS = {".venv", ".git", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__"}
+
+
 def text_files(root: Path) -> list[Path]:
+    """The files the bake wrote (the tools' output may already be there)."""
     return [
         path
         for path in root.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".db"
+        if path.is_file()
+        and MADE_BY_TOOLS.isdisjoint(path.relative_to(root).parts)
+        and path.suffix != ".db"
+        and not path.name.startswith(".coverage")
+        and path.name != "uv.lock"
     ]
 
 
@@ -177,7 +186,9 @@ def test_bake_leaves_no_empty_folder(baked: Baked) -> None:
     empty = [
         str(path.relative_to(baked.path))
         for path in baked.path.rglob("*")
-        if path.is_dir() and not any(path.iterdir())
+        if path.is_dir()
+        and not any(path.iterdir())
+        and MADE_BY_TOOLS.isdisjoint(path.relative_to(baked.path).parts)
     ]
     assert empty == []
 
