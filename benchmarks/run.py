@@ -343,10 +343,11 @@ def bench_suite(report: Report, repeats: int) -> None:
     shutil.rmtree(target, ignore_errors=True)
     project = Path(cookiecutter(str(REPO_ROOT), no_input=True, output_dir=str(target)))
     runs = {"pytest --cov": ["--cov"], "pytest": [], "pytest --cov -n0": ["--cov", "-n0"]}
-    seconds = {
-        name: median([suite_seconds(project, *args) for _ in range(repeats)])
-        for name, args in runs.items()
-    }
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):  # interleaved, so that a slower spell of the machine hits all
+        for name, args in runs.items():
+            samples[name].append(suite_seconds(project, *args))
+    seconds = {name: median(values) for name, values in samples.items()}
     serial = seconds["pytest --cov -n0"]
     for name in ("pytest --cov", "pytest"):
         report.add(

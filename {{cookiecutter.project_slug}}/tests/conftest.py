@@ -50,13 +50,17 @@ from tests.harness import (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the postgres_only tests when the run is on SQLite."""
-    if postgres_server_url() is not None:
-        return
-    deselected = [item for item in items if item.get_closest_marker("postgres_only")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item not in deselected]
+    """Deselect the postgres_only tests when the run is on SQLite; put the slow ones first.
+
+    Started first, the few tests that take seconds run beside the many quick ones instead of
+    leaving one parallel worker busy at the end while the others wait.
+    """
+    if postgres_server_url() is None:
+        deselected = [item for item in items if item.get_closest_marker("postgres_only")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item not in deselected]
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -52,6 +52,7 @@ from tests.models import Note
 postgres_only = pytest.mark.postgres_only
 
 
+@pytest.mark.slow
 async def test_many_more_concurrent_writers_than_connections_all_land_on_sqlite(
     tmp_path: Path,
 ) -> None:

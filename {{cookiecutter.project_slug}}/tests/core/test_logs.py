@@ -96,6 +96,7 @@ def get(url: str, request_id: str) -> int:
             return error.code
 
 
+@pytest.mark.slow
 def test_json_logs_of_a_served_app_are_one_object_per_line_and_hold_no_secret(
     tmp_path: Path,
 ) -> None:
