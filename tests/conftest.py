@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,6 +15,7 @@ from sqlalchemy.engine import make_url
 from tests.helpers import (
     DEFAULT_POSTGRES_URL,
     REPO_ROOT,
+    PgBouncer,
     PostgresServer,
     clean_env,
     run,
@@ -48,3 +52,23 @@ def postgres_database(postgres: PostgresServer) -> Iterator[str]:
         yield postgres.async_url(name)
     finally:
         postgres.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction pooling mode in front of the test server; required where
+    PostgreSQL is."""
+    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
+        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
+        pytest.skip(reason)
+    # Not under pytest's private temporary folder: PgBouncer runs as the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    bouncer = PgBouncer(postgres.url, folder)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(folder, ignore_errors=True)

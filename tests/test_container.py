@@ -538,25 +538,6 @@ def test_image_build_without_uv_lock_fails_and_asks_for_one(cookies_session: Any
     assert "uv lock" in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
-    """A PgBouncer in transaction pooling mode in front of the test server."""
-    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
-        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(reason)
-    # Not under pytest's private temporary folder: PgBouncer runs as the postgres user.
-    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    bouncer = PgBouncer(postgres.url, folder)
-    try:
-        bouncer.start()
-        yield bouncer
-    finally:
-        bouncer.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 async def readiness_statuses(port: int, requests: int, concurrency: int) -> Counter[int]:
     """The status codes of ``requests`` GET /readyz, ``concurrency`` at a time."""
     limit = asyncio.Semaphore(concurrency)

@@ -9,11 +9,8 @@ wrong server connection and requests fail, which shows that the test can see the
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -28,24 +25,6 @@ from tests.helpers import PgBouncer, PostgresServer, clean_env, free_port, run, 
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
-
-
-@pytest.fixture(scope="module")
-def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
-    """A PgBouncer in front of the test PostgreSQL server; required where PostgreSQL is."""
-    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
-        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(reason)
-    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    bouncer = PgBouncer(postgres.url, folder)
-    try:
-        bouncer.start()
-        yield bouncer
-    finally:
-        bouncer.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
