@@ -19,7 +19,6 @@ from tests.helpers import (
     PostgresServer,
     clean_env,
     run,
-    skip_or_fail,
 )
 
 __all__ = ["REPO_ROOT", "PostgresServer", "clean_env", "run"]
@@ -38,7 +37,10 @@ def postgres() -> PostgresServer:
     try:
         server.execute("SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        skip_or_fail(f"PostgreSQL at {server.url} is not reachable: {error!r}")
+        reason = f"PostgreSQL at {server.url} is not reachable: {error!r}"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{reason} (REQUIRE_POSTGRES is set)", pytrace=False)
+        pytest.skip(reason)
     return server
 
 
@@ -57,7 +59,10 @@ def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     """A PgBouncer in transaction pooling mode in front of the test server; required where
     PostgreSQL is."""
     if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
-        skip_or_fail("pgbouncer is not installed (apt-get install pgbouncer)")
+        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
+        pytest.skip(reason)
     # Not under pytest's private temporary folder: PgBouncer runs as the postgres user.
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     bouncer = PgBouncer(postgres.url, folder)
