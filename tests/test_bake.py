@@ -149,6 +149,7 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
             )
         ),
         "tests/conftest.py",
+        "tests/fixtures.py",
         "tests/test_main.py",
         *(
             f"tests/core/database/test_{name}.py"
@@ -314,6 +315,25 @@ def test_one_test_file_runs_without_the_coverage_gate(cookies_session: Any) -> N
     )
     assert " passed" in output.stdout
     assert "coverage" not in output.stdout.lower()
+
+
+def test_a_parallel_runs_controller_imports_nothing_of_the_service(cookies_session: Any) -> None:
+    # The controller of `pytest -n` loads tests/conftest.py but runs no test; the app and
+    # the fixtures load in the workers only, so that it starts them sooner.
+    result = cookies_session.bake(extra_context={"project_name": "Light Controller"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    heavy = ("light_controller", "sqlalchemy", "fastapi", "tests.fixtures")
+    probe = (
+        "import sys, tests.conftest; "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    output = run(
+        [sys.executable, "-c", probe],
+        cwd=project,
+        env=clean_env(PYTHONPATH=f"{project / 'src'}:{project}"),
+    )
+    assert output.stdout.strip() == "[]"
 
 
 LICENSE_FIRST_LINES = {

@@ -35,12 +35,16 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 
 def postgres_server_url() -> URL | None:
-    """The PostgreSQL server named by TEST_DATABASE_URL, or None to test on SQLite."""
+    """The PostgreSQL server named by TEST_DATABASE_URL, or None (unset) to test on SQLite."""
     raw = os.environ.get("TEST_DATABASE_URL", "").strip()
     if not raw:
         return None
-    url = make_url(normalise_database_url(raw))
-    return url if url.get_backend_name() == "postgresql" else None
+    url = make_url(normalise_database_url(raw, "TEST_DATABASE_URL"))
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(
+            "TEST_DATABASE_URL must name a PostgreSQL server; unset it to test on SQLite"
+        )
+    return url
 
 
 async def run_autocommit(server_url: URL, statement: str) -> None:

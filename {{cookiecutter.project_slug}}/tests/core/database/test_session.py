@@ -26,7 +26,12 @@ from {{ cookiecutter.package_name }}.core.database.session import (
     get_sessionmaker,
 )
 
-from tests.harness import rolled_back_connection, savepoint_sessionmaker, settings_for
+from tests.harness import (
+    postgres_server_url,
+    rolled_back_connection,
+    savepoint_sessionmaker,
+    settings_for,
+)
 from tests.models import Note, Tag
 
 
@@ -57,6 +62,15 @@ async def test_objects_stay_loaded_after_commit(session: AsyncSession) -> None:
     # (which would raise MissingGreenlet under asyncio).
     assert note.title == "loaded"
     assert note.created_at is not None
+
+
+def test_a_test_database_url_that_is_not_postgresql_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tests would otherwise run on in-memory SQLite while the run says PostgreSQL.
+    monkeypatch.setenv("TEST_DATABASE_URL", "sqlite:///./tests.db")
+    with pytest.raises(ValueError, match="must name a PostgreSQL server; unset it"):
+        postgres_server_url()
 
 
 async def test_committed_rows_do_not_leak_out_of_a_test(engine: AsyncEngine) -> None:
