@@ -19,6 +19,7 @@ from tests.helpers import (
     PostgresServer,
     clean_env,
     run,
+    skip_or_fail,
 )
 
 __all__ = ["REPO_ROOT", "PostgresServer", "clean_env", "run"]
@@ -37,10 +38,7 @@ def postgres() -> PostgresServer:
     try:
         server.execute("SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        reason = f"PostgreSQL at {server.url} is not reachable: {error!r}"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason} (REQUIRE_POSTGRES is set)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(f"PostgreSQL at {server.url} is not reachable: {error!r}")
     return server
 
 
@@ -59,10 +57,7 @@ def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     """A PgBouncer in transaction pooling mode in front of the test server; required where
     PostgreSQL is."""
     if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
-        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail("pgbouncer is not installed (apt-get install pgbouncer)")
     # Not under pytest's private temporary folder: PgBouncer runs as the postgres user.
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     bouncer = PgBouncer(postgres.url, folder)

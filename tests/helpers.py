@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -20,6 +21,22 @@ from sqlalchemy.engine import URL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose tool or server is missing; fail it where REQUIRE_POSTGRES says that
+    everything must be here (CI)."""
+    if os.environ.get("REQUIRE_POSTGRES"):
+        pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
+    pytest.skip(reason)
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool, the dev group's (beside Python) first."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        skip_or_fail(f"{name} is not installed")
+    return found
 
 
 def run(

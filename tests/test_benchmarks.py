@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.run import Report, Row, p99, verdict
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, skip_or_fail
 
 
 def test_p99_is_the_value_below_which_99_percent_fall() -> None:
@@ -36,10 +35,7 @@ def run_benchmarks(postgres: PostgresServer, work: Path, *args: str, timeout: fl
     wrk missing is a skip, or a failure where REQUIRE_POSTGRES says the servers must be here.
     """
     if shutil.which("wrk") is None:
-        message = "wrk is not installed (apt-get install wrk)"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{message}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(message)
+        skip_or_fail("wrk is not installed (apt-get install wrk)")
     result = run(
         [sys.executable, "benchmarks/run.py", *args],
         cwd=REPO_ROOT,

@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +36,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, PgBouncer, PostgresServer, clean_env, free_port, run
+from tests.helpers import (
+    REPO_ROOT,
+    PgBouncer,
+    PostgresServer,
+    clean_env,
+    free_port,
+    run,
+    tool,
+)
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 # The tests that use the built image share one worker (--dist loadgroup), which builds it once.
@@ -55,18 +62,6 @@ COMBINATION_IDS = [
 DEBIAN_RELEASES = {"3.11": "bookworm", "3.13": "trixie"}
 BASE_IMAGE = "localhost/debian-python:{version}"
 SERVER_PROCESS = re.compile(r"Started (?:parent|server) process \[(\d+)\]")
-
-
-def tool(name: str) -> str:
-    """The path of a command-line tool; a failure under REQUIRE_POSTGRES (CI), else a skip."""
-    beside_python = Path(sys.executable).parent / name
-    found = str(beside_python) if beside_python.exists() else shutil.which(name)
-    if found is None:
-        reason = f"{name} is not installed"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(reason)
-    return found
 
 
 def bake(cookies: Any, **context: str) -> Path:

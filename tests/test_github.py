@@ -23,7 +23,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import URL, make_url
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, tool
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 WORKFLOW = Path(".github/workflows/ci.yml")
@@ -35,17 +35,6 @@ POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
 # What the local runner below understands; anything else would be silently ignored by it.
 RUNNABLE_JOB_KEYS = {"name", "runs-on", "timeout-minutes", "services", "env", "steps"}
 RUNNABLE_STEP_KEYS = {"name", "id", "uses", "with", "run", "env"}
-
-
-def tool(name: str) -> str:
-    """The executable ``name`` from the dev group; missing, a skip (a failure in CI)."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        reason = f"{name} is not installed (pip install {name})"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; CI must run this test", pytrace=False)
-        pytest.skip(reason)
-    return found
 
 
 def load_yaml(path: Path) -> dict[Any, Any]:

@@ -37,6 +37,7 @@ from tests.helpers import (
     clean_env,
     free_port,
     run,
+    skip_or_fail,
     wait_for_port,
 )
 
@@ -69,10 +70,7 @@ async def app(scope, receive, send):
 def servers() -> Iterator[PrimaryWithReplica]:
     """A primary and its streaming replica for this module; skipped without the binaries."""
     if not (POSTGRES_BIN / "pg_basebackup").exists() or shutil.which("runuser") is None:
-        reason = f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}"
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}; REQUIRE_POSTGRES is set", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}")
     pair = PrimaryWithReplica()
     try:
         pair.start()
