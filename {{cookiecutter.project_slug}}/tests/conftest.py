@@ -26,7 +26,8 @@ def on_postgres() -> bool:
 @pytest.hookimpl(trylast=True)  # after pytest-cov has started measuring this process
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Load the fixtures in the processes that run tests, or that list fixtures."""
-    if not is_xdist_controller(session) or session.config.option.showfixtures:
+    option = session.config.option
+    if not is_xdist_controller(session) or option.showfixtures or option.show_fixtures_per_test:
         session.config.pluginmanager.import_plugin("tests.fixtures")
 
 
