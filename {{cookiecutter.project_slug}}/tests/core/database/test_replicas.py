@@ -1,7 +1,7 @@
 """Read replicas: the lag a replica is known to have, which server a read goes to, failover.
 
-The template's own tests run these against a real streaming replica; here, without one, they
-prove the routing and that reads always fall back to the primary.
+Without a streaming replica to start, these prove the routing, and that reads always fall back
+to the primary.
 """
 
 from __future__ import annotations
@@ -248,9 +248,8 @@ async def test_a_primary_named_as_a_replica_is_not_used(
 async def test_reads_go_to_a_replica_that_is_up_and_the_probe_reports_it(
     committed_database: str, environ: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The run's database stands in for a replica whose checks pass (the real checks run in
-    # the template's tests, on a real replica); the replica has a pool of its own, so the
-    # connection it lends shows which server a read went to.
+    # The run's database stands in for a replica whose checks pass; the replica has a pool
+    # of its own, so the connection it lends shows which server a read went to.
     environ.setenv("DATABASE_READ_URL", f"{committed_database},{NOWHERE}")
     router = get_read_router()
     assert router is not None
