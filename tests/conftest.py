@@ -18,6 +18,7 @@ from tests.helpers import (
     PgBouncer,
     PostgresServer,
     clean_env,
+    find_pgbouncer,
     run,
     skip_or_fail,
 )
@@ -56,11 +57,12 @@ def postgres_database(postgres: PostgresServer) -> Iterator[str]:
 def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     """A PgBouncer in transaction pooling mode in front of the test server; required where
     PostgreSQL is."""
-    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
+    binary = find_pgbouncer()
+    if binary is None:
         skip_or_fail("pgbouncer is not installed (apt-get install pgbouncer)")
     # Not under pytest's private temporary folder: PgBouncer runs as the postgres user.
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    bouncer = PgBouncer(postgres.url, folder)
+    bouncer = PgBouncer(postgres.url, folder, binary)
     try:
         bouncer.start()
         yield bouncer

@@ -182,17 +182,22 @@ ignore_startup_parameters = extra_float_digits
 """
 
 
+def find_pgbouncer() -> str | None:
+    """PgBouncer's executable: on PATH, or in /usr/sbin, where Debian puts it (off most PATHs)."""
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+
+
 class PgBouncer:
     """A PgBouncer in transaction pooling mode on a free loopback port, in front of ``server``."""
 
-    def __init__(self, server: URL, folder: Path) -> None:
+    def __init__(self, server: URL, folder: Path, binary: str) -> None:
         self.server = server
+        self.binary = binary
         self.folder = folder
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "userlist.txt").write_text(f'"{self.server.username}" ""\n')
         ini = self.folder / "pgbouncer.ini"
@@ -204,7 +209,7 @@ class PgBouncer:
                 folder=self.folder,
             )
         )
-        command = [binary, str(ini)]
+        command = [self.binary, str(ini)]
         if os.geteuid() == 0:
             # PgBouncer refuses to run as root; run it as the postgres system user.
             self.folder.chmod(0o777)
