@@ -211,7 +211,7 @@ import pytest
 from sqlalchemy import select
 
 from {package}.core.database import Base
-from {package}.core.database.engine import create_engine
+from {package}.core.database.engine import engine_from_settings
 from tests.harness import settings_for
 from tests.models import Note
 
@@ -219,7 +219,7 @@ from tests.models import Note
 @pytest.mark.parametrize("n", range({count}))
 async def test_insert_and_read(database_url, n):
     # The common pattern: a fresh engine and schema per test.
-    engine = create_engine(settings_for(database_url))
+    engine = engine_from_settings(settings_for(database_url))
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
     try:

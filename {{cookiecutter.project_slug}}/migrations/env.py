@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import settings_or_exit
 from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, utcnow
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
 # Import every module that defines models here, so that autogenerate sees their tables.
 {% if cookiecutter.example_domain == "meetings" %}
@@ -98,7 +98,7 @@ async def run_async_migrations(engine: AsyncEngine) -> None:
 
 async def run_with_own_engine() -> None:
     """Create an engine from the settings, run the migrations, close the engine."""
-    engine = create_engine(settings_or_exit(), sqlite_foreign_keys=False)
+    engine = engine_from_settings(settings_or_exit(), migrating=True)
     try:
         await run_async_migrations(engine)
     finally:
