@@ -51,7 +51,6 @@ def configure(**options: Any) -> None:
     """Configure the migration context with the options every mode shares."""
     context.configure(
         target_metadata=target_metadata,
-        compare_type=True,
         compare_server_default=True,
         render_item=render_item,
         **options,

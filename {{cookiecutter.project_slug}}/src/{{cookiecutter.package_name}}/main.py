@@ -18,7 +18,7 @@ from .core.config import settings_or_exit
 from .core.database import dispose_engine
 from .core.database.replicas import watching_replicas
 from .core.database.session import get_database
-from .core.errors import EXCEPTION_HANDLERS, document_unparsable_bodies
+from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_unparsable_bodies
 from .core.logs import configure_logging, is_valid_request_id
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
@@ -99,7 +99,7 @@ def create_app() -> FastAPI:
             response.headers["Retry-After"] = "1"
             return Probe(status="unavailable", detail="database unavailable", replicas=replicas)
         if database.storage_full:
-            detail = "database storage is full: writes are refused until space is freed"
+            detail = ANSWERS["storage full"][0]
             return Probe(status="degraded", detail=detail, replicas=replicas)
         return Probe(status="ok", replicas=replicas)
 

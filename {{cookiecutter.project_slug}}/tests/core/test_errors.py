@@ -6,15 +6,18 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy.exc
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, select, text
 
 from {{ cookiecutter.package_name }}.core.database import (
     ReadSessionDep,
     SessionDep,
+    get_engine,
+    session_scope,
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
     engine_from_settings,
@@ -26,6 +29,7 @@ from {{ cookiecutter.package_name }}.main import (
 )
 
 from tests.harness import serve, settings_for
+from tests.models import Note
 
 
 class DriverError(Exception):
@@ -174,17 +178,17 @@ async def test_an_unreachable_database_is_a_503_on_every_data_route(
     assert "hunter2" not in caplog.text
 
 
-async def test_a_locked_sqlite_database_is_a_503(
-    tmp_path: Path, environ: pytest.MonkeyPatch
+async def test_a_lock_held_past_the_busy_timeout_is_a_503_that_names_it(
+    tmp_path: Path, environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
     environ.setenv("DATABASE_URL", url)
-    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "50")
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "200")
     application = create_app()
 
     @application.post("/write")
-    async def write(session: SessionDep) -> None:
-        await session.execute(text("INSERT INTO t VALUES (1)"))
+    async def write(db: SessionDep) -> None:
+        await db.execute(text("INSERT INTO t VALUES (1)"))
 
     holder = engine_from_settings(settings_for(url))
     try:
@@ -195,4 +199,55 @@ async def test_a_locked_sqlite_database_is_a_503(
     finally:
         await holder.dispose()
     assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
     assert json.loads(response.text) == {"detail": ANSWERS["locked"][0]}
+    assert "DATABASE_SQLITE_BUSY_TIMEOUT_MS" in caplog.text
+
+
+async def test_a_full_disk_is_a_507_that_loses_nothing_and_passes_when_space_returns(
+    tmp_path: Path, environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite enforces a size limit of its own (max_page_count, for each connection): the
+    # same "database or disk is full" as a full disk.
+    path = tmp_path / "small.db"
+    environ.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{path}")
+    limit = {"pages": 100_000}
+    application = create_app()
+    engine = get_engine()
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _limit_size(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+
+    @application.post("/notes", status_code=201)
+    async def add(number: int, db: SessionDep) -> None:
+        db.add(Note(title=f"{number:04} " + "x" * 95))
+
+    async with engine.begin() as connection:
+        await connection.run_sync(Note.metadata.create_all)
+        limit["pages"] = (await connection.exec_driver_sql("PRAGMA page_count")).scalar_one() + 4
+    await engine.dispose()  # new connections, with the limit
+    async with serve(application) as client:
+        answers = {n: await client.post("/notes", params={"number": n}) for n in range(200)}
+        full = [answer for answer in answers.values() if answer.status_code != 201]
+        degraded = (await client.get("/readyz")).json()
+        limit["pages"] = 100_000  # space returns
+        await engine.dispose()  # new connections, with the new limit
+        after = await client.post("/notes", params={"number": 9999})
+        ready = (await client.get("/readyz")).json()
+    acknowledged = {n for n, answer in answers.items() if answer.status_code == 201}
+    async with session_scope() as db:
+        stored = {int(title.split()[0]) for title in await db.scalars(select(Note.title))}
+    assert full, "the database never filled up"
+    assert {answer.status_code for answer in full} == {507}
+    assert {answer.headers["retry-after"] for answer in full} == {"30"}
+    assert full[0].json() == {"detail": ANSWERS["storage full"][0]}
+    assert "database storage full" in caplog.text
+    assert degraded == {
+        "status": "degraded",
+        "detail": ANSWERS["storage full"][0],
+        "replicas": {},
+    }
+    assert after.status_code == 201
+    assert ready == {"status": "ok", "detail": None, "replicas": {}}
+    assert stored == acknowledged | {9999}
