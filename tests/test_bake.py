@@ -145,7 +145,7 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
             f"src/{baked.package}/core/database/{name}.py"
             for name in (
                 *("__init__", "engine", "session", "replicas"),
-                *("liveness", "sqlite", "base", "mixins"),
+                *("sqlite", "base", "mixins"),
             )
         ),
         "tests/conftest.py",

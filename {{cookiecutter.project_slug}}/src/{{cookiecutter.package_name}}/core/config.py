@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     # Check a pooled PostgreSQL connection before use: locally, plus a round trip if it
-    # idled longer than DATABASE_POOL_PING_AFTER seconds (see core/database/liveness.py).
+    # idled longer than DATABASE_POOL_PING_AFTER seconds (see core/database/engine.py).
     # Not SQLAlchemy's pool_pre_ping, which makes three round trips on every checkout.
     database_pool_check_connections: bool = True
     database_pool_ping_after: float = Field(default=30.0, ge=0)
