@@ -14,11 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..config import Settings
-from .sqlite import configure_sqlite, in_memory
+from .sqlite import configure_sqlite
 
-# SQLSTATE classes of "cannot serve now": connection exception, invalid authorization, no
-# such database, insufficient resources, operator intervention (shutting down).
-# https://www.postgresql.org/docs/current/errcodes-appendix.html
+# SQLSTATE classes of "cannot serve now": connection, authorization, no such database,
+# insufficient resources, shutdown. https://www.postgresql.org/docs/current/errcodes-appendix.html
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
@@ -36,8 +35,8 @@ def engine_from_settings(
         "pool_recycle": settings.database_pool_recycle,
     }
     if url.get_backend_name() == "sqlite":
-        memory = in_memory(url)
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
+        memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
         engine = create_async_engine(url, **({} if memory else pool))
         configure_sqlite(engine, settings.database_sqlite_busy_timeout_ms, migrating, memory)
     else:
@@ -86,19 +85,17 @@ def unavailable_cause(error: BaseException) -> Cause | None:
 
 
 def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
-    """``engine`` for reads, in autocommit: no BEGIN and no COMMIT, two round trips fewer;
-    each statement sees what was committed when it started. Not behind PgBouncer: asyncpg
-    prepares a statement in one message and runs it in the next, and only a transaction
-    keeps both on one server."""
+    """``engine`` for reads, in autocommit (no BEGIN, no COMMIT); not behind PgBouncer, where
+    asyncpg prepares a statement in one message and runs it in the next, and only a
+    transaction keeps both on one server."""
     if settings.database_pgbouncer:
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> None:
-    """Replace a dead pooled PostgreSQL connection before a request gets it: a closed one
-    is known for free, one idle over ``ping_after`` s gets a ping (pool_pre_ping pings always).
-    https://docs.sqlalchemy.org/en/21/core/pooling.html#custom-legacy-pessimistic-ping"""
+    """Replace a dead pooled PostgreSQL connection before use: a closed one is known for free,
+    one idle over ``ping_after`` s gets a ping (not pool_pre_ping's three round trips)."""
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:

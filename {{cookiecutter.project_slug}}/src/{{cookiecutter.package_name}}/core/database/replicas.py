@@ -138,12 +138,10 @@ def retry_on_primary(state: ORMExecuteState) -> Result[Any]:
 @asynccontextmanager
 async def watching_replicas(router: ReadRouter | None) -> AsyncIterator[None]:
     """Check the replicas in the background while the block runs (the app's lifespan)."""
-    if router is None:
-        yield
-        return
-    task = asyncio.create_task(router.watch())
+    task = asyncio.create_task(router.watch()) if router else None
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

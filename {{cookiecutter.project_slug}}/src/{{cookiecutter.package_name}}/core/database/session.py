@@ -17,7 +17,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from ..config import get_settings
 from .engine import engine_from_settings, read_bind
 from .replicas import ReadRouter, read_router, retry_on_primary
-from .sqlite import WriteTurns, in_memory
+from .sqlite import WriteTurns
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     reads: async_sessionmaker[AsyncSession]  # read-only, on the primary
     router: ReadRouter | None  # None: every read goes to the primary
-    write_turns: WriteTurns | None  # SQLite files only
+    write_turns: WriteTurns | None  # SQLite only
     storage_full: bool = False  # the last write failed for want of space (/readyz says so)
 
 
@@ -37,13 +37,13 @@ def get_database() -> Database:
     """The service's database, built on first use (no connection yet)."""
     settings = get_settings()
     engine = engine_from_settings(settings)
-    sqlite_file = engine.dialect.name == "sqlite" and not in_memory(engine.url)
+    sqlite = engine.dialect.name == "sqlite"  # in memory too: one shared connection
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),
         read_only_sessionmaker(read_bind(engine, settings)),
         read_router(settings, engine),
-        WriteTurns(settings.database_sqlite_busy_timeout_ms / 1000) if sqlite_file else None,
+        WriteTurns(settings.database_sqlite_busy_timeout_ms / 1000) if sqlite else None,
     )
 
 

@@ -9,27 +9,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-# How long SQLite waits for another process's writer before WriteTurns tries again: its own
-# backoff is still short then (1, 2, 5 ms; later up to 100 ms between tries).
-BUSY_SLICE_MS = 10
-# Seconds this process's writers may hold the lock back to back before the next one pauses
-# for a slice, so that other processes' writers get their turn too.
-SHARE_AFTER = 0.1
-
-
-def in_memory(url: URL) -> bool:
-    """Whether ``url`` names an in-memory SQLite database (one connection, shared)."""
-    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+BUSY_SLICE_MS = 10  # SQLite's own wait, while its backoff is short (1, 2, 5 ms; later 100)
+SHARE_AFTER = 0.1  # seconds of this process's writers back to back before others get a turn
 
 
 def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory: bool) -> None:
-    """Real transactions (BEGIN emitted here: the driver's own skips SELECTs, so SAVEPOINTs
-    leak and failed migrations stay), foreign keys, and for files WAL and a busy timeout.
-    BEGIN IMMEDIATE takes the write lock up front: read-then-write transactions queue.
+    """Real transactions (BEGIN here: the driver's skips SELECTs, so SAVEPOINTs leak and failed
+    migrations stay; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout.
     https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
     """
 
@@ -54,10 +44,9 @@ def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory:
 
 
 class WriteTurns:
-    """The writers of one process take turns on a SQLite file, first come, first served:
-    in SQLite's busy handler (a backoff of up to 100 ms a try) many waited far longer than
-    the lock was held. Each starts when the one before commits; only the one whose turn it
-    is meets other processes' writers, trying every few ms until the busy timeout."""
+    """The writers of a process take turns on a SQLite file, first come, first served (in
+    SQLite's busy handler, backing off up to 100 ms a try, many waited far longer than the
+    lock was held); only the one whose turn it is meets other processes' writers."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
