@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-BUSY_SLICE_MS = 10  # SQLite's own wait, while its backoff is short (1, 2, 5 ms; later 100)
+BUSY_SLICE_MS = 3  # SQLite's own wait, while its backoff is short (1, 2 ms; later 100)
 SHARE_AFTER = 0.1  # seconds of this process's writers back to back before others get a turn
 
 
