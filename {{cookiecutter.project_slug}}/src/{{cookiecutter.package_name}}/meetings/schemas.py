@@ -7,12 +7,14 @@ a 500. Pydantic itself refuses unpaired surrogates in constrained strings.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -57,8 +59,22 @@ Language = Annotated[
     str,
     StringConstraints(max_length=LANGUAGE_LENGTH, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
 ]
-Id = Annotated[int, Field(ge=1, le=INT32_MAX)]
-Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX)]
+# Integers only: JSON's true, 1.0 and "1" are refused (strict), not read as 1.
+Id = Annotated[int, Field(ge=1, le=INT32_MAX, strict=True)]
+Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
+SequenceNumber = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
+Capacity = Annotated[int, Field(ge=1, le=100_000, strict=True)]
+
+
+def whole_number(value: object) -> object:
+    """Refuse a path or query value that is not plain decimal digits ("1.0", "true", " 1")."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value):
+        raise ValueError("must be a whole number, such as 42")
+    return value
+
+
+# For identifiers and counts in paths and queries, which arrive as text.
+WholeNumber = BeforeValidator(whole_number)
 
 
 class Schema(BaseModel):
@@ -92,14 +108,14 @@ class Page(Schema):
 
 class RoomCreate(Schema):
     name: Name
-    capacity: Annotated[int, Field(ge=1, le=100_000)]
+    capacity: Capacity
     description: Body | None = None
 
 
 class RoomUpdate(Patch):
     nullable: ClassVar[frozenset[str]] = frozenset({"description"})
     name: Name | None = None
-    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    capacity: Capacity | None = None
     description: Body | None = None
 
 
@@ -162,7 +178,7 @@ class TranscriptPage(Page):
 
 
 class SegmentCreate(Schema):
-    sequence: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    sequence: SequenceNumber
     speaker: Name
     start_ms: Milliseconds
     end_ms: Milliseconds
