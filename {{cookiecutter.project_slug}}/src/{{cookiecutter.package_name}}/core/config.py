@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     # A replica known to lag further behind the primary (seconds) gets no reads until it
     # catches up.
     database_read_max_lag: float = Field(default=5.0, gt=0)
+    # Request bodies over this many bytes are refused with 413 before they are read whole.
+    max_request_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     # Logging: DEBUG, INFO, WARNING, ERROR; "console" for people, "json" (one object per
     # line) for a log pipeline.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

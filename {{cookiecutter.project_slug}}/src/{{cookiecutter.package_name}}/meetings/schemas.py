@@ -33,6 +33,10 @@ from .models import (
 INT32_MAX = 2**31 - 1
 MAX_BATCH = 1000
 TEXT_LENGTH = 100_000
+# A segment is one utterance: 4,000 characters is minutes of speech. The largest valid batch
+# (1,000 of them, up to 4 bytes a character in UTF-8) fits in the default request body limit
+# (MAX_REQUEST_BODY_BYTES, 16 MiB).
+SEGMENT_TEXT_LENGTH = 4_000
 
 
 def storable(value: str) -> str:
@@ -53,6 +57,7 @@ Title = Annotated[str, text_of(NAME_LENGTH * 2), Storable]
 UserId = Annotated[str, text_of(USER_ID_LENGTH), Storable]
 ModelName = Annotated[str, text_of(MODEL_LENGTH), Storable]
 Body = Annotated[str, text_of(TEXT_LENGTH), Storable]
+SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH), Storable]
 SearchText = Annotated[str, text_of(NAME_LENGTH), Storable]
 # A BCP 47 language tag such as "en", "pt-BR" or "zh-Hant-TW".
 Language = Annotated[
@@ -182,7 +187,7 @@ class SegmentCreate(Schema):
     speaker: Name
     start_ms: Milliseconds
     end_ms: Milliseconds
-    text: Body
+    text: SegmentText
 
     @model_validator(mode="after")
     def _times_ordered(self) -> Self:
