@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError
 # rewritten to it. Any other driver would block the event loop or is not installed.
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 REWRITTEN_DRIVERS = {
-    "postgresql": {"", "asyncpg", "psycopg2"},
+    "postgresql": {"", "asyncpg", "psycopg", "psycopg2"},
     "sqlite": {"", "pysqlite", "aiosqlite"},
 }
 BACKEND_ALIASES = {"postgres": "postgresql"}
@@ -28,7 +28,7 @@ class ConfigurationError(RuntimeError):
 def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
     """Return ``raw`` rewritten to its async driver, or raise ValueError saying why it cannot be.
 
-    ``postgres://``, ``postgresql://`` and ``postgresql+psycopg2://`` become
+    ``postgres://``, ``postgresql://``, ``postgresql+psycopg://`` and ``postgresql+psycopg2://`` become
     ``postgresql+asyncpg://`` (SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3);
     ``sqlite://`` becomes ``sqlite+aiosqlite://``. The URL is parsed with ``make_url`` and kept
     as a string, so paths such as ``sqlite+aiosqlite:///../data/dev.db`` stay as written.
@@ -47,6 +47,9 @@ def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
             f"{setting} has an '@' in its password; percent-encode it as %40 "
             "(and ':' as %3A, '/' as %2F)"
         )
+    if url.port is not None and not 0 <= url.port <= 65535:
+        # Otherwise every connection attempt raises OverflowError (not a connection error).
+        raise ValueError(f"{setting} has the port {url.port}, outside 0-65535; fix the port")
     backend, _, driver = url.drivername.partition("+")
     backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in ASYNC_DRIVERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from {{ cookiecutter.package_name }}.core.database import dispose_engine, get_engine
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import connect_error, create_engine
 
-from tests.harness import settings_for
+from tests.harness import free_port, postgres_server_url, settings_for
 
 
 def test_a_postgresql_engine_uses_the_pool_settings() -> None:
@@ -114,3 +115,83 @@ async def test_get_engine_reads_the_settings_once_and_dispose_forgets_it(
     await dispose_engine()
     await dispose_engine()  # safe to repeat
     assert get_engine() is not first
+
+
+async def connect_error_of(url: str) -> str | None:
+    """What connect_error says about ``url``; checked to be one line without the password."""
+    engine = create_engine(settings_for(url))
+    try:
+        message = await connect_error(engine)
+    finally:
+        await engine.dispose()
+    assert message is None or ("\n" not in message and "hunter2" not in message), message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # Nothing listens on a port that was free a moment ago.
+        (
+            "postgresql+asyncpg://svc:hunter2@127.0.0.1:{port}/app",
+            r"^nothing accepts connections at 127\.0\.0\.1:\d+; start PostgreSQL there, or fix "
+            r"the host and port in DATABASE_URL$",
+        ),
+        (
+            "postgresql+asyncpg://svc:hunter2@no-such-host.invalid/app",
+            r"^the host 'no-such-host\.invalid' of DATABASE_URL does not resolve; fix the host",
+        ),
+        (
+            "sqlite+aiosqlite:///{tmp}/no/such/folder/app.db",
+            r"^the folder of the SQLite database .*/no/such/folder/app\.db does not exist; "
+            r"create it \(mkdir -p .*/no/such/folder\) or fix DATABASE_URL$",
+        ),
+        # A folder where the file should be: SQLite cannot open it.
+        ("sqlite+aiosqlite:///{tmp}", r"^cannot open the SQLite database .*; check that"),
+    ],
+    ids=["refused", "unknown-host", "missing-sqlite-folder", "sqlite-cannot-open"],
+)
+async def test_connect_error_names_the_problem_and_the_fix(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    message = await connect_error_of(url.format(port=free_port(), tmp=tmp_path))
+    assert message is not None
+    assert re.search(reason, message), message
+
+
+async def test_connect_error_is_none_when_a_connection_can_be_made(tmp_path: Path) -> None:
+    assert await connect_error_of(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}") is None
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    ("database", "username", "reason"),
+    [
+        (
+            "no_such_database_here",
+            None,
+            r'^database "no_such_database_here" does not exist; create it '
+            r"\(createdb no_such_database_here\) or fix DATABASE_URL$",
+        ),
+        (
+            None,
+            "no_such_role_here",
+            r"^the database refused the login of 'no_such_role_here' \(.+\); check the user "
+            r"and password in DATABASE_URL$",
+        ),
+    ],
+    ids=["missing-database", "refused-login"],
+)
+async def test_connect_error_explains_what_the_server_refused(
+    database: str | None, username: str | None, reason: str
+) -> None:
+    server = postgres_server_url()
+    assert server is not None
+    url = server.set(
+        database=database or server.database,
+        username=username or server.username,
+        password="hunter2" if username else server.password,
+    )
+    message = await connect_error_of(url.render_as_string(hide_password=False))
+    assert message is not None
+    assert re.search(reason, message), message
