@@ -110,17 +110,22 @@ def test_zizmor_finds_nothing_in_the_github_files(baked: Path) -> None:
     assert zizmor_findings(baked) == []
 
 
-def test_zizmor_pedantic_finds_only_the_tag_pinned_postgres_image(baked: Path) -> None:
-    # The service image stays on a version tag (postgres:17), not a digest: no bot updates
-    # images in workflows, and a digest would freeze the server without its patch releases.
-    findings = zizmor_findings(baked, "--persona=pedantic")
-    images = [
-        location["concrete"]["feature"].strip()
-        for finding in findings
-        for location in finding["locations"]
-    ]
-    assert {finding["ident"] for finding in findings} <= {"unpinned-images"}
-    assert all(re.fullmatch(r"image: postgres:\d+", image) for image in images), images
+def test_zizmor_pedantic_finds_nothing_in_the_github_files(baked: Path) -> None:
+    # The PostgreSQL service image too is pinned by digest (beside its major version).
+    assert zizmor_findings(baked, "--persona=pedantic") == []
+
+
+def test_workflow_tests_on_the_postgres_image_compose_runs(baked: Path) -> None:
+    workflow = load_yaml(baked / WORKFLOW)
+    compose = load_yaml(baked / "compose.yaml")
+    images = {
+        job["services"]["postgres"]["image"]
+        for job in workflow["jobs"].values()
+        if "services" in job
+    }
+    assert images == {compose["services"]["db"]["image"]}
+    # The newest PostgreSQL major released (18, September 2025), pinned by its digest.
+    assert re.fullmatch(r"postgres:18@sha256:[0-9a-f]{64}", images.pop())
 
 
 def test_workflow_pins_every_action_to_a_commit_with_its_tag(baked: Path) -> None:
@@ -196,7 +201,7 @@ def test_workflow_postgres_service_is_version_tagged_and_health_checked(
     assert len(services) == 2
     for service in services:
         postgres = service["postgres"]
-        assert re.fullmatch(r"postgres:\d+(\.\d+)?", postgres["image"])
+        assert re.fullmatch(r"postgres:\d+@sha256:[0-9a-f]{64}", postgres["image"])
         assert "--health-cmd" in postgres["options"]
         assert "pg_isready" in postgres["options"]
 
