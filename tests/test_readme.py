@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,6 +162,25 @@ def test_generated_readme_pip_route_installs_migrates_and_tests(
     assert "Required test coverage of 95" in output.stdout
     assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
     assert not (project / "uv.lock").exists()
+
+    # Its pre-commit hooks run with the environment pip made, with no uv anywhere...
+    env = clean_env(PRE_COMMIT_HOME=str(tmp_path / "pre-commit"))
+    assert shutil.which("uv", path=env["PATH"]) is None
+    run(["git", "init", "-q"], cwd=project, env=env)
+    run(["git", "add", "-A"], cwd=project, env=env)
+    pre_commit = [".venv/bin/pre-commit", "run", "--all-files", "--show-diff-on-failure"]
+    checked = run(pre_commit, cwd=project, env=env)
+    for hook in ("ruff check", "ruff format", "mypy --strict", "no merge conflict markers"):
+        assert re.search(rf"^{re.escape(hook)}\.+Passed$", checked.stdout, re.M), checked.stdout
+    # ...and refuse a commit with the conflict markers `cruft update` can leave behind.
+    readme = project / "README.md"
+    conflict = "<<<<<<< ours\nmine\n=======\ntheirs\n>>>>>>> theirs\n"
+    readme.write_text(readme.read_text(encoding="utf-8") + conflict, encoding="utf-8")
+    run(["git", "add", "README.md"], cwd=project, env=env)
+    refused = subprocess.run(pre_commit, cwd=project, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert re.search(r"^no merge conflict markers\.+Failed$", refused.stdout, re.M), refused.stdout
+    assert "README.md:" in refused.stdout
 
 
 async def _has_alembic_version(dsn_kwargs: dict[str, object]) -> bool:
