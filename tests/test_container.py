@@ -4,7 +4,7 @@ Fast: for each option combination, compose.yaml validates against the compose sp
 and hadolint finds nothing in the Dockerfile.
 
 Slow: the default bake is locked (``uv lock``, as after a user's first ``uv sync``) and its
-image built with podman as /work/shared/CONTAINERS.md describes: a Debian base image built
+image built with podman as docs/containers.md describes: a Debian base image built
 with debootstrap stands in for python:X-slim, and uv comes from a local image holding the
 host's uv binary, since no registry is reachable. In the image, compose's migrate command
 migrates a fresh PostgreSQL database, and the image's own CMD, as ``podman image inspect``
@@ -58,7 +58,7 @@ COMBINATIONS = [
 COMBINATION_IDS = [
     f"{c['example_domain']}-{c['database']}-py{c['python_version']}" for c in COMBINATIONS
 ]
-# The Debian release whose python3 is each supported version (CONTAINERS.md, section 2).
+# The Debian release whose python3 is each supported version (docs/containers.md, section 2).
 DEBIAN_RELEASES = {"3.11": "bookworm", "3.13": "trixie"}
 BASE_IMAGE = "localhost/debian-python:{version}"
 SERVER_PROCESS = re.compile(r"Started (?:parent|server) process \[(\d+)\]")
@@ -251,7 +251,7 @@ def uv_image() -> Iterator[str]:
 
 
 def podman_build(project: Path, tag: str, uv: str, python_version: str) -> list[str]:
-    """The build command of CONTAINERS.md, section 3, for ``project``."""
+    """The build command of docs/containers.md, section 3, for ``project``."""
     return [
         tool("podman"),
         "build",
@@ -323,7 +323,7 @@ def in_container(
 
 
 def buildah_run(image: Image, container: str, command: list[str], **env: str) -> list[str]:
-    """CONTAINERS.md, section 4: chroot isolation, the host's network."""
+    """docs/containers.md, section 4: chroot isolation, the host's network."""
     assert not image.config.get("Entrypoint"), "the image's ENTRYPOINT would wrap commands"
     arguments = [tool("buildah"), "run", "--isolation", "chroot", "--network", "host"]
     # An image without USER runs as root, as docker would run it.
