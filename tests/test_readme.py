@@ -21,11 +21,20 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, uv_env
+from tests.helpers import (
+    REPO_ROOT,
+    PostgresServer,
+    clean_env,
+    copy_tracked_files,
+    run,
+    uv_env,
+)
 
 TEMPLATE_README = REPO_ROOT / "README.md"
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"
-TEMPLATE_PLACEHOLDER = "gh:org/template"
+# Where the template is published, as the README writes it for a reader to fill in.
+PUBLISHED_SOURCE = "gh:<org>/<repo>"
+COOKIECUTTER = "cookiecutter>=2.7,<3"
 HEALTH_TIMEOUT = 300.0
 
 
@@ -125,15 +134,34 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci_lines, f"{CI_SCRIPT} does not run {test_command!r}"
 
 
+def test_quick_start_keeps_the_published_form_beside_the_clone_form() -> None:
+    readme = TEMPLATE_README.read_text(encoding="utf-8")
+    section = re.search(r"^## Quick start[ \t]*\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
+    assert section is not None
+    published = re.findall(r"^```sh[ \t]*\n(.*?)^```[ \t]*$", section.group(1), re.M | re.S)
+    assert len(published) == 1, published
+    assert published[0].startswith(f'uvx --from "{COOKIECUTTER}" cookiecutter '), published[0]
+    assert PUBLISHED_SOURCE in published[0]
+    # Both end by serving the same app.
+    assert published[0].strip().endswith(quick_start_blocks(readme)[0].split(" run ")[-1])
+
+
 @pytest.mark.slow
-def test_template_quick_start_generates_and_serves_a_working_service(tmp_path: Path) -> None:
+def test_template_quick_start_from_a_fresh_clone_generates_and_serves_a_working_service(
+    tmp_path: Path,
+) -> None:
     blocks = quick_start_blocks(TEMPLATE_README.read_text(encoding="utf-8"))
     assert len(blocks) == 2, blocks
-    assert TEMPLATE_PLACEHOLDER in blocks[0], blocks[0]
-    command = blocks[0].replace(TEMPLATE_PLACEHOLDER, str(REPO_ROOT))
+    # Run as written, in a fresh copy of the repository, with Python alone: no uv on PATH.
+    command = blocks[0]
+    assert "gh:" not in command, command
+    clone = tmp_path / "template"
+    copy_tracked_files(clone)
     port = free_port()
+    env = clean_env(UVICORN_PORT=str(port), UV_PYTHON_DOWNLOADS="never")
+    assert shutil.which("uv", path=env["PATH"]) is None
 
-    serve_until_ready(command, tmp_path, uv_env(UVICORN_PORT=str(port)), port)
+    serve_until_ready(command, clone, env, port)
 
     project = tmp_path / "my-service"
     assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
