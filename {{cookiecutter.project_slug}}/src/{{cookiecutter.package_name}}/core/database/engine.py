@@ -88,7 +88,7 @@ async def connect_error(engine: AsyncEngine) -> str | None:
     A connection made stays in the pool for the caller.
     """
     url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         # Checked first: aiosqlite's thread outlives a failed open and can report to a
         # closed event loop.
         folder = Path(url.database).parent
