@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import settings_or_exit
 from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, utcnow
-from {{ cookiecutter.package_name }}.core.database.engine import connect_error, create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import (
+    connect_error,
+    create_engine,
+)
 
 # Import every module that defines models here, so that autogenerate sees their tables.
 {% if cookiecutter.example_domain == "meetings" %}

@@ -12,7 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from {{ cookiecutter.package_name }}.core.database import dispose_engine, get_engine
-from {{ cookiecutter.package_name }}.core.database.engine import connect_error, create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import (
+    connect_error,
+    create_engine,
+)
 
 from tests.harness import free_port, postgres_server_url, settings_for
 
