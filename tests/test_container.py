@@ -3,9 +3,9 @@
 Fast: for each option combination, compose.yaml validates against the compose specification
 and hadolint finds nothing in the Dockerfile.
 
-Slow: the default bake is locked (``uv lock``, as after a user's first ``uv sync``) and its
-image built with podman as docs/containers.md describes: a Debian base image built
-with debootstrap stands in for python:X-slim, and uv comes from a local image holding the
+Slow: the default bake, as generated (its uv.lock included), has its image built with podman
+as docs/containers.md describes: a Debian base image built with debootstrap stands in for
+python:X-slim, and uv comes from a local image holding the
 host's uv binary, since no registry is reachable. In the image, compose's migrate command
 migrates a fresh PostgreSQL database, and the image's own CMD, as ``podman image inspect``
 reports it, serves on a free port as a non-root user while its HEALTHCHECK passes; with the
@@ -40,7 +40,6 @@ from tests.helpers import (
     REPO_ROOT,
     PgBouncer,
     PostgresServer,
-    clean_env,
     free_port,
     run,
     tool,
@@ -278,10 +277,9 @@ def podman_build(project: Path, tag: str, uv: str, python_version: str) -> list[
 
 @pytest.fixture(scope="module")
 def image(cookies_session: Any) -> Iterator[Image]:
-    """The default bake, locked and built; removed afterwards (the base image stays)."""
+    """The default bake, built as generated; removed afterwards (the base image stays)."""
     project = bake(cookies_session)
     python_version = OPTIONS["python_version"][0]
-    run([tool("uv"), "lock"], cwd=project, env=clean_env(), timeout=300)
     tag = f"localhost/template-test-{project.name}:{os.getpid()}"
     with uv_image() as uv:
         command = podman_build(project, tag, uv, python_version)

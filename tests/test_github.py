@@ -329,9 +329,9 @@ def test_workflow_jobs_pass_on_a_default_bake(
     workflow = load_yaml(project / WORKFLOW)
     assert set(workflow) <= {"name", True, "permissions", "concurrency", "env", "jobs"}
     base = clean_env(PATH=uv_path(tmp_path / "bin"), UV_PYTHON_DOWNLOADS="never", CI="true")
-    # What a user does before the first push: lock, commit. The jobs then start from a clone,
-    # as actions/checkout gives them: committed files only (no .env, no .venv).
-    run(["uv", "lock"], cwd=project, env=base)
+    # What a user does before the first push: commit the bake as it is (its uv.lock
+    # included). The jobs then start from a clone, as actions/checkout gives them: committed
+    # files only (no .env, no .venv).
     git = ["git", "-c", "user.name=CI", "-c", "user.email=ci@example.com"]
     run([*git, "init", "-q", "-b", "main"], cwd=project)
     run([*git, "add", "-A"], cwd=project)

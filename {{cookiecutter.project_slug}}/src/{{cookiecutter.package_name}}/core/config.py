@@ -18,6 +18,10 @@ REWRITTEN_DRIVERS = {
     "sqlite": {"", "pysqlite", "aiosqlite"},
 }
 BACKEND_ALIASES = {"postgres": "postgresql"}
+# What make_url raises for text that is not a URL, or a port that is not a number. (A name,
+# not a parenthesised tuple in the except clause: ruff's formatter drops the parentheses for
+# Python 3.14 targets and keeps them for older ones.)
+URL_ERRORS = (ArgumentError, ValueError)
 EXAMPLE_URLS = "sqlite+aiosqlite:///./app.db or postgresql+asyncpg://user:password@host:5432/dbname"
 
 
@@ -35,7 +39,7 @@ def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
     """
     try:
         url = make_url(raw.strip())
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+    except URL_ERRORS:
         raise ValueError(
             f"{setting} is not a database URL; expected e.g. {EXAMPLE_URLS} "
             "(percent-encode '@', ':' and '/' in the password as %40, %3A and %2F)"
