@@ -39,16 +39,14 @@ NAME = "lock-template"
 PLACEHOLDER = "{{ cookiecutter.project_slug | replace('_', '-') }}"
 
 
-def host_python(version: str) -> str:
-    """``python<version>`` on PATH or installed by pyenv."""
+def host_python(version: str) -> str | None:
+    """``python<version>`` on PATH or installed by pyenv; None if neither."""
     found = shutil.which(f"python{version}")
     if found is None and shutil.which("pyenv"):
         root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
         versions = Path(root.stdout.strip()) / "versions"
         matches = sorted(versions.glob(f"{version}.*/bin/python{version}"))
         found = str(matches[-1]) if matches else None
-    if found is None:
-        raise SystemExit(f"python{version} is not installed")
     return found
 
 
@@ -67,10 +65,13 @@ def lock(version: str, upgrade: bool, workdir: Path) -> str:
     uv = str(Path(sys.executable).parent / "uv")
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     command = ["uv", "lock", *(["--upgrade"] if upgrade else [])]
-    if version in ROOTS:
+    python = host_python(version)
+    if python is not None:
+        command = [uv, *command[1:], "--python", python]
+    elif version in ROOTS:
         command = in_root(version, project, command, env, uv)
     else:
-        command = [uv, *command[1:], "--python", host_python(version)]
+        raise SystemExit(f"python{version} is not installed")
     subprocess.run(command, cwd=project, env=env, check=True)
     text = (project / "uv.lock").read_text(encoding="utf-8")
     line = f'name = "{NAME}"\n'

@@ -29,6 +29,7 @@ from tests.helpers import (
     PostgresServer,
     clean_env,
     find_interpreter,
+    host_interpreter,
     run,
     tool,
     uv_env,
@@ -219,7 +220,7 @@ def test_bake_selects_the_chosen_database(baked: Baked) -> None:
 
 def in_bake(baked: Baked, command: list[str], env: dict[str, str]) -> list[str]:
     """``command`` run with the bake's own Python: here, or in the Debian root that has it."""
-    if baked.python_version in ROOTS:
+    if host_interpreter(baked.python_version) is None and baked.python_version in ROOTS:
         return in_root(baked.python_version, baked.path, command, env, tool("uv"))
     return command
 
@@ -244,7 +245,7 @@ def synced(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Baked:
     """
     env = uv_env()
     command = ["uv", "sync", "--locked"]
-    if baked.python_version not in ROOTS:
+    if host_interpreter(baked.python_version) is not None or baked.python_version not in ROOTS:
         command += ["--python", find_interpreter(baked.python_version)]
     run(in_bake(baked, command, env), cwd=baked.path, env=env)
     return baked
