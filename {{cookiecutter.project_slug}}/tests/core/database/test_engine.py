@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -15,6 +16,7 @@ from {{ cookiecutter.package_name }}.core.database import dispose_engine, get_en
 from {{ cookiecutter.package_name }}.core.database.engine import (
     connect_error,
     create_engine,
+    describe_connect_error,
 )
 
 from tests.harness import free_port, postgres_server_url, settings_for
@@ -198,3 +200,48 @@ async def test_connect_error_explains_what_the_server_refused(
     message = await connect_error_of(url.render_as_string(hide_password=False))
     assert message is not None
     assert re.search(reason, message), message
+
+
+class ServerError(Exception):
+    """A driver error as the asyncpg dialect raises it: the server's message and SQLSTATE."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def failed_with(orig: Exception, cause: BaseException | None = None) -> DBAPIError:
+    orig.__cause__ = cause
+    return DBAPIError("connect", None, orig)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            failed_with(ServerError('database "app" does not exist', "3D000")),
+            r'^database "app" does not exist; create it \(createdb app\)',
+        ),
+        (
+            failed_with(ServerError('password authentication failed for user "svc"', "28P01")),
+            r"^the database refused the login of 'svc' \(password authentication failed for "
+            r'user "svc"\); check the user and password in DATABASE_URL$',
+        ),
+        (
+            failed_with(OSError("cannot connect"), TimeoutError()),
+            r"^no answer from db\.example\.com:6432 in time; check that PostgreSQL runs there",
+        ),
+        (
+            failed_with(OSError("cannot connect"), PermissionError()),
+            r"^cannot connect to the database \(PermissionError\); check DATABASE_URL$",
+        ),
+    ],
+    ids=["missing-database", "wrong-password", "timeout", "other"],
+)
+def test_describe_connect_error_names_each_failure_without_the_password(
+    error: DBAPIError, reason: str
+) -> None:
+    url = make_url("postgresql+asyncpg://svc:hunter2@db.example.com:6432/app")
+    message = describe_connect_error(error, url)
+    assert re.search(reason, message), message
+    assert "hunter2" not in message

@@ -101,10 +101,11 @@ async def connect_error(engine: AsyncEngine) -> str | None:
         async with engine.connect():
             return None
     except DBAPIError as error:
-        return _describe_connect_error(error, url)
+        return describe_connect_error(error, url)
 
 
-def _describe_connect_error(error: DBAPIError, url: URL) -> str:
+def describe_connect_error(error: DBAPIError, url: URL) -> str:
+    """The one line of ``connect_error`` for a connection to ``url`` that failed with ``error``."""
     cause = error.orig.__cause__ if error.orig is not None else None
     sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
     where = f"{url.host}:{url.port or 5432}"
