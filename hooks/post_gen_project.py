@@ -1,4 +1,5 @@
-"""Select the defaults of the chosen database, drop the unchosen example domain, print next steps.
+"""Select the defaults of the chosen database and the lock of the chosen Python, drop the
+unchosen example domain, print next steps.
 
 cookiecutter runs this hook with the generated project as the working directory.
 """
@@ -15,6 +16,11 @@ DATABASE_URL = json.loads(r'''{{ cookiecutter.__database_url | tojson }}''')
 PROJECT_SLUG = json.loads(r'''{{ cookiecutter.project_slug | tojson }}''')
 PACKAGE_NAME = json.loads(r'''{{ cookiecutter.package_name | tojson }}''')
 EXAMPLE_DOMAIN = json.loads(r'''{{ cookiecutter.example_domain | tojson }}''')
+PYTHON_VERSION = json.loads(r'''{{ cookiecutter.python_version | tojson }}''')
+
+# One uv.lock per python_version (the resolution depends on requires-python), made by
+# scripts/update_locks.py; the chosen one becomes uv.lock.
+LOCKS = "uv-locks"
 
 # Every file and folder that belongs to an example domain, relative to the project.
 DOMAIN_PATHS = {
@@ -71,6 +77,14 @@ def remove_paths(paths: list[Path]) -> None:
             path.unlink()
 
 
+def select_lock(project_dir: Path, python_version: str) -> Path:
+    """Keep the lock of ``python_version`` as ``uv.lock`` and drop the others; return it."""
+    locks = project_dir / LOCKS
+    chosen = (locks / f"py{python_version}.lock").replace(project_dir / "uv.lock")
+    shutil.rmtree(locks)
+    return chosen
+
+
 def next_steps(project_slug: str, package_name: str, database: str) -> str:
     """Return the instructions printed after generation."""
     steps = [f"cd {project_slug}"]
@@ -86,9 +100,11 @@ def next_steps(project_slug: str, package_name: str, database: str) -> str:
 
 
 def main() -> int:
-    """Drop the unchosen domain, write the environment files and print the next steps."""
+    """Drop the unchosen domain, keep the chosen lock, write the environment files and print
+    the next steps."""
     project_dir = Path.cwd()
     remove_paths(unchosen_domain_paths(project_dir, EXAMPLE_DOMAIN, PACKAGE_NAME))
+    select_lock(project_dir, PYTHON_VERSION)
     write_env_files(project_dir, DATABASE_URL)
     print(next_steps(PROJECT_SLUG, PACKAGE_NAME, DATABASE))
     return 0

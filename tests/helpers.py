@@ -67,6 +67,14 @@ def run(
 
 def find_interpreter(version: str) -> str:
     """A working ``python<version>``: on PATH, or installed by pyenv but not on its PATH."""
+    found = host_interpreter(version)
+    if found is None:
+        pytest.fail(f"python{version} is not installed; the template supports it", pytrace=False)
+    return found
+
+
+def host_interpreter(version: str) -> str | None:
+    """``find_interpreter``'s answer, or None where this machine lacks that Python."""
     candidates = [shutil.which(f"python{version}")]
     pyenv = shutil.which("pyenv")
     if pyenv is not None:
@@ -77,7 +85,7 @@ def find_interpreter(version: str) -> str:
         probe = subprocess.run([candidate, "--version"], capture_output=True, check=False)
         if probe.returncode == 0:
             return candidate
-    pytest.fail(f"python{version} is not installed; the template supports it", pytrace=False)
+    return None
 
 
 def uv_env(**overrides: str) -> dict[str, str]:

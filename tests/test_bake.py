@@ -3,8 +3,10 @@
 For each ``example_domain`` x ``database`` x ``python_version`` (the ``--no-input`` default is
 the first of them, byte for byte):
 the bake succeeds, leaves no template syntax, holds the example domain only when chosen,
-`uv sync` makes its environment on that Python version, its pre-commit hooks (ruff, ruff
-format, mypy --strict) pass, and its own test suite passes on the database it was made for
+its uv.lock matches its pyproject.toml (`uv lock --check`), `uv sync --locked` makes its
+environment on that Python version (3.14, which this machine's Debian lacks, in the cached
+Debian sid root of tests/python_root.py), its pre-commit hooks (ruff, ruff format, mypy
+--strict) pass, and its own test suite passes on the database it was made for
 (so each example_domain x python_version passes on in-memory SQLite and on PostgreSQL), with
 the coverage gate where the README runs it.
 """
@@ -28,9 +30,12 @@ from tests.helpers import (
     PostgresServer,
     clean_env,
     find_interpreter,
+    host_interpreter,
     run,
+    tool,
     uv_env,
 )
+from tests.python_root import ROOTS, in_root
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 COMBINATIONS = [
@@ -233,18 +238,36 @@ def test_bake_selects_the_chosen_database(baked: Baked) -> None:
     assert ".env\n" in (baked.path / ".gitignore").read_text()
 
 
+def in_bake(baked: Baked, command: list[str], env: dict[str, str]) -> list[str]:
+    """``command`` run with the bake's own Python: here, or in the Debian root that has it."""
+    if host_interpreter(baked.python_version) is None and baked.python_version in ROOTS:
+        return in_root(baked.python_version, baked.path, command, env, tool("uv"))
+    return command
+
+
+def test_bake_pins_its_python_and_ships_a_lock_that_matches_its_pyproject(baked: Baked) -> None:
+    assert (baked.path / ".python-version").read_text() == f"{baked.python_version}\n"
+    lock = tomllib.loads((baked.path / "uv.lock").read_text())
+    assert lock["requires-python"] == f">={baked.python_version}"
+    project = [package for package in lock["package"] if package["source"] == {"editable": "."}]
+    assert [package["name"] for package in project] == [baked.path.name.replace("_", "-")]
+    assert not (baked.path / "uv-locks").exists()
+    env = uv_env()
+    run(in_bake(baked, ["uv", "lock", "--check"], env), cwd=baked.path, env=env)
+
+
 @pytest.fixture(scope="module")
 def synced(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Baked:
-    """The bake with its own environment made by ``uv sync``, on the Python it asked for.
+    """The bake with its own environment made by ``uv sync --locked``, on the Python it asked
+    for: exactly what its uv.lock pins.
 
     mypy's cache is shared between the bakes of one Python version on this worker.
     """
-    run(
-        ["uv", "sync", "--python", find_interpreter(baked.python_version)],
-        cwd=baked.path,
-        env=uv_env(),
-    )
-    assert (baked.path / "uv.lock").is_file()
+    env = uv_env()
+    command = ["uv", "sync", "--locked"]
+    if host_interpreter(baked.python_version) is not None or baked.python_version not in ROOTS:
+        command += ["--python", find_interpreter(baked.python_version)]
+    run(in_bake(baked, command, env), cwd=baked.path, env=env)
     return baked
 
 
@@ -265,11 +288,9 @@ def test_baked_project_passes_its_pre_commit_hooks(
     env = bake_env(synced, tmp_path_factory)
     run(["git", "init", "-q"], cwd=synced.path, env=env)
     run(["git", "add", "-A"], cwd=synced.path, env=env)
-    result = run(
-        ["uv", "run", "--no-sync", "pre-commit", "run", "--all-files", "--show-diff-on-failure"],
-        cwd=synced.path,
-        env=env,
-    )
+    command = ["uv", "run", "--no-sync", "pre-commit", "run", "--all-files"]
+    command += ["--show-diff-on-failure"]
+    result = run(in_bake(synced, command, env), cwd=synced.path, env=env)
     for hook in ("ruff check", "ruff format", "mypy --strict"):
         assert re.search(rf"^{re.escape(hook)}\.+Passed$", result.stdout, re.M), result.stdout
 
@@ -287,15 +308,12 @@ def run_suite(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str
     # The gate on the lowest Python the bake supports: the code measured is the same on the
     # others, where coverage's tracer would only double the cost.
     gate = not on_postgres and baked.python_version == OPTIONS["python_version"][0]
-    result = run(
-        [
-            *("uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-n0"),
-            *(["--cov"] if gate else []),
-        ],
-        cwd=baked.path,
-        env=bake_env(baked, tmp_path_factory, **env),
-        timeout=900,
-    )
+    command = [
+        *("uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-n0"),
+        *(["--cov"] if gate else []),
+    ]
+    full_env = bake_env(baked, tmp_path_factory, **env)
+    result = run(in_bake(baked, command, full_env), cwd=baked.path, env=full_env, timeout=900)
     summary = result.stdout.strip().splitlines()[-1]
     assert "failed" not in summary
     assert "skipped" not in summary

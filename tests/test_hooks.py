@@ -157,6 +157,26 @@ def test_post_gen_database_url_follows_the_chosen_database(database: str, url: s
     assert url == module.DATABASE_URL
 
 
+def test_post_gen_keeps_the_lock_of_the_chosen_python_as_uv_lock(
+    post: types.ModuleType, tmp_path: Path
+) -> None:
+    locks = tmp_path / post.LOCKS
+    locks.mkdir()
+    for version in ("3.11", "3.12"):
+        (locks / f"py{version}.lock").write_text(f"lock for {version}\n")
+    assert post.select_lock(tmp_path, "3.12") == tmp_path / "uv.lock"
+    assert (tmp_path / "uv.lock").read_text() == "lock for 3.12\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["uv.lock"]
+
+
+def test_the_template_holds_a_lock_for_every_python_version() -> None:
+    locks = REPO_ROOT / "{{cookiecutter.project_slug}}" / "uv-locks"
+    versions = json.loads((REPO_ROOT / "cookiecutter.json").read_text())["python_version"]
+    assert sorted(path.name for path in locks.iterdir()) == sorted(
+        f"py{version}.lock" for version in versions
+    )
+
+
 def test_post_gen_postgresql_url_names_the_package_as_database() -> None:
     module = load_hook("post_gen_project", database="postgresql", project_name="Order Desk")
     assert module.PACKAGE_NAME == "order_desk"
@@ -580,6 +600,13 @@ def test_next_steps_for_postgresql_creates_the_database_second(post: types.Modul
     assert "  uv run uvicorn order_desk.main:app --reload" in lines
 
 
+def give_locks(project_dir: Path, module: types.ModuleType) -> None:
+    """The lock folder main() expects in a bake: one lock, the chosen Python's."""
+    locks = project_dir / module.LOCKS
+    locks.mkdir()
+    (locks / f"py{module.PYTHON_VERSION}.lock").write_text("version = 1\n")
+
+
 @pytest.mark.parametrize(
     ("database", "url"),
     [
@@ -595,6 +622,7 @@ def test_post_gen_main_writes_env_files_and_prints_next_steps(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     module = load_hook("post_gen_project", project_name="Order Desk", database=database)
+    give_locks(tmp_path, module)
     monkeypatch.chdir(tmp_path)
     assert module.main() == 0
     expected = module.env_text(url)
@@ -611,6 +639,7 @@ def test_post_gen_main_keeps_an_existing_env(
 ) -> None:
     module = load_hook("post_gen_project", database="postgresql")
     (tmp_path / ".env").write_text("DATABASE_URL=sqlite+aiosqlite:///./mine.db\n", encoding="utf-8")
+    give_locks(tmp_path, module)
     monkeypatch.chdir(tmp_path)
     assert module.main() == 0
     assert (tmp_path / ".env").read_text(encoding="utf-8") == (
@@ -687,9 +716,10 @@ def test_post_gen_main_removes_the_meetings_domain_when_none_is_chosen(
             path.mkdir()
             (path / "models.py").write_text("")
     (tmp_path / "src" / "order_desk" / "main.py").write_text("")
+    give_locks(tmp_path, module)
     monkeypatch.chdir(tmp_path)
     assert module.main() == 0
     capsys.readouterr()
     assert sorted(
         str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()
-    ) == [".env", ".env.example", "src/order_desk/main.py"]
+    ) == [".env", ".env.example", "src/order_desk/main.py", "uv.lock"]

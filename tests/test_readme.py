@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,11 +21,20 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, uv_env
+from tests.helpers import (
+    REPO_ROOT,
+    PostgresServer,
+    clean_env,
+    copy_tracked_files,
+    run,
+    uv_env,
+)
 
 TEMPLATE_README = REPO_ROOT / "README.md"
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"
-TEMPLATE_PLACEHOLDER = "gh:org/template"
+# Where the template is published, as the README writes it for a reader to fill in.
+PUBLISHED_SOURCE = "gh:<org>/<repo>"
+COOKIECUTTER = "cookiecutter>=2.7,<3"
 HEALTH_TIMEOUT = 300.0
 
 
@@ -124,20 +134,38 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci_lines, f"{CI_SCRIPT} does not run {test_command!r}"
 
 
+def test_quick_start_keeps_the_published_form_beside_the_clone_form() -> None:
+    readme = TEMPLATE_README.read_text(encoding="utf-8")
+    section = re.search(r"^## Quick start[ \t]*\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
+    assert section is not None
+    published = re.findall(r"^```sh[ \t]*\n(.*?)^```[ \t]*$", section.group(1), re.M | re.S)
+    assert len(published) == 1, published
+    assert published[0].startswith(f'uvx --from "{COOKIECUTTER}" cookiecutter '), published[0]
+    assert PUBLISHED_SOURCE in published[0]
+    # Both end by serving the same app.
+    assert published[0].strip().endswith(quick_start_blocks(readme)[0].split(" run ")[-1])
+
+
 @pytest.mark.slow
-def test_template_quick_start_generates_and_serves_a_working_service(tmp_path: Path) -> None:
+def test_template_quick_start_from_a_fresh_clone_generates_and_serves_a_working_service(
+    tmp_path: Path,
+) -> None:
     blocks = quick_start_blocks(TEMPLATE_README.read_text(encoding="utf-8"))
     assert len(blocks) == 2, blocks
-    assert TEMPLATE_PLACEHOLDER in blocks[0], blocks[0]
-    command = blocks[0].replace(TEMPLATE_PLACEHOLDER, str(REPO_ROOT))
+    # Run as written, in a fresh copy of the repository, with Python alone: no uv on PATH.
+    command = blocks[0]
+    assert "gh:" not in command, command
+    clone = tmp_path / "template"
+    copy_tracked_files(clone)
     port = free_port()
+    env = clean_env(UVICORN_PORT=str(port), UV_PYTHON_DOWNLOADS="never")
+    assert shutil.which("uv", path=env["PATH"]) is None
 
-    serve_until_ready(command, tmp_path, uv_env(UVICORN_PORT=str(port)), port)
+    serve_until_ready(command, clone, env, port)
 
     project = tmp_path / "my-service"
     assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
     assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
-    assert (project / "uv.lock").is_file(), "`uv sync` did not lock the dependencies"
 
     generated = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
     assert len(generated) == 3, generated
@@ -160,7 +188,25 @@ def test_generated_readme_pip_route_installs_migrates_and_tests(
     output = run(blocks[2], cwd=project, env=clean_env())
     assert "Required test coverage of 95" in output.stdout
     assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
-    assert not (project / "uv.lock").exists()
+
+    # Its pre-commit hooks run with the environment pip made, with no uv anywhere...
+    env = clean_env(PRE_COMMIT_HOME=str(tmp_path / "pre-commit"))
+    assert shutil.which("uv", path=env["PATH"]) is None
+    run(["git", "init", "-q"], cwd=project, env=env)
+    run(["git", "add", "-A"], cwd=project, env=env)
+    pre_commit = [".venv/bin/pre-commit", "run", "--all-files", "--show-diff-on-failure"]
+    checked = run(pre_commit, cwd=project, env=env)
+    for hook in ("ruff check", "ruff format", "mypy --strict", "no merge conflict markers"):
+        assert re.search(rf"^{re.escape(hook)}\.+Passed$", checked.stdout, re.M), checked.stdout
+    # ...and refuse a commit with the conflict markers `cruft update` can leave behind.
+    readme = project / "README.md"
+    conflict = "<<<<<<< ours\nmine\n=======\ntheirs\n>>>>>>> theirs\n"
+    readme.write_text(readme.read_text(encoding="utf-8") + conflict, encoding="utf-8")
+    run(["git", "add", "README.md"], cwd=project, env=env)
+    refused = subprocess.run(pre_commit, cwd=project, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert re.search(r"^no merge conflict markers\.+Failed$", refused.stdout, re.M), refused.stdout
+    assert "README.md:" in refused.stdout
 
 
 async def _has_alembic_version(dsn_kwargs: dict[str, object]) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import settings_or_exit
+from {{ cookiecutter.package_name }}.core.connect_errors import connect_error
 from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, utcnow
 from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
@@ -95,10 +96,19 @@ async def run_async_migrations(engine: AsyncEngine) -> None:
         await connection.run_sync(do_run_migrations)
 
 
+async def exit_unless_reachable(engine: AsyncEngine) -> None:
+    """Exit with one line saying why no connection can be made and what to fix, not a
+    traceback; the connection made otherwise stays in the pool for the migrations."""
+    reason = await connect_error(engine)
+    if reason is not None:
+        raise SystemExit(f"{{ cookiecutter.package_name }}: {reason}")
+
+
 async def run_with_own_engine() -> None:
     """Create an engine from the settings, run the migrations, close the engine."""
     engine = engine_from_settings(settings_or_exit(), migrating=True)
     try:
+        await exit_unless_reachable(engine)
         await run_async_migrations(engine)
     finally:
         await engine.dispose()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -136,6 +137,20 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
             await task
 
 
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], what: str) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail after a minute.
+    Tests wait for the event, not the clock: a busy machine is slow, not wrong."""
+    deadline = time.monotonic() + 60
+    while not (result := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within 60 s (last: {result!r})")
+        await asyncio.sleep(0.01)
+    return result
+
+
 async def terminate_backends(admin: AsyncEngine, pids: list[int]) -> None:
     """Kill PostgreSQL backends as a database restart would, and wait until they are gone."""
     async with admin.connect() as connection:
@@ -144,16 +159,16 @@ async def terminate_backends(admin: AsyncEngine, pids: list[int]) -> None:
             {"pids": pids},
         )
     alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:pids AS int[]))")
-    for _ in range(300):  # the backends exit within milliseconds of the signal
+
+    async def gone() -> bool:
         # A new transaction each time: pg_stat_activity is a snapshot per transaction.
         async with admin.connect() as connection:
-            if not await connection.scalar(alive, {"pids": pids}):
-                # A moment later, as for any request after a restart: the event loop has
-                # read the server's goodbye and the end of the socket.
-                await asyncio.sleep(0.05)
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the terminated backends {pids} were still there after 3 s")
+            return not await connection.scalar(alive, {"pids": pids})
+
+    await eventually(gone, f"the terminated backends {pids} leave pg_stat_activity")
+    # A moment later, as for any request after a restart: the event loop has read the
+    # server's goodbye and the end of the socket.
+    await asyncio.sleep(0.05)
 
 
 async def in_transaction(bind: AsyncSession | AsyncConnection) -> bool:

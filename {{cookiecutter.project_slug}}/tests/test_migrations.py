@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tests.harness import free_port
 from tests.migrating import PROJECT_ROOT, alembic_config, run_alembic, run_cli
 
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -89,6 +91,61 @@ async def test_alembic_stops_on_a_bad_database_url_with_the_services_one_line_re
     assert "\n" not in message
     assert "hunter2" not in message
     assert capsys.readouterr() == ("", "")
+
+
+def upgrade_stops_with(environ: pytest.MonkeyPatch, url: str) -> str:
+    """The one-line reason with which `alembic upgrade head` stops on ``url``."""
+    environ.setenv("DATABASE_URL", url)
+    with pytest.raises(SystemExit) as stopped:
+        command.upgrade(alembic_config(), "head")
+    message = str(stopped.value.code)  # what the alembic command prints as it exits
+    assert message.startswith(f"{PACKAGE}: "), message
+    assert "\n" not in message, message
+    assert "hunter2" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # Nothing listens on a port that was free a moment ago (tests/core/database/
+        # test_engine.py covers every other reason a connection fails).
+        (
+            "postgresql+asyncpg://svc:hunter2@127.0.0.1:{port}/app",
+            r"nothing accepts connections at 127\.0\.0\.1:\d+; start PostgreSQL",
+        ),
+        (
+            "postgresql+asyncpg://svc:hunter2@127.0.0.1:70000/app",
+            r"DATABASE_URL has the port 70000, outside 0-65535",
+        ),
+        (
+            "sqlite+aiosqlite:///{tmp}/no/such/folder/app.db",
+            r"the folder of the SQLite database .*app\.db does not exist; create it",
+        ),
+    ],
+    ids=["refused", "port-out-of-range", "missing-sqlite-folder"],
+)
+async def test_alembic_stops_on_an_unreachable_database_with_one_line_and_the_fix(
+    environ: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    url: str,
+    reason: str,
+) -> None:
+    url = url.format(port=free_port(), tmp=tmp_path)
+    message = await asyncio.to_thread(upgrade_stops_with, environ, url)
+    assert re.search(reason, message), message
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.slow
+async def test_the_alembic_command_prints_one_line_and_exits_1_when_it_cannot_connect() -> None:
+    url = f"postgresql+asyncpg://svc:hunter2@127.0.0.1:{free_port()}/app"
+    result = await asyncio.to_thread(run_cli, url, ("upgrade", "head"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "hunter2" not in result.stderr
 
 
 async def test_env_py_runs_on_an_engine_or_an_async_engine_handed_to_it(

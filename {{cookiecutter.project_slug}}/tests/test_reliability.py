@@ -36,6 +36,7 @@ from {{ cookiecutter.package_name }}.main import (
 )
 
 from tests.harness import (
+    eventually,
     postgres_server_url,
     run_autocommit,
     serve,
@@ -176,11 +177,21 @@ async def test_killed_connections_fail_only_the_requests_in_flight(
             response = await service.get(route, params={"seconds": 0.01})
             outcomes.append((started, response.status_code))
 
+    async def steady() -> bool:
+        # Every client served a few times: the pool has opened its connections.
+        return len(outcomes) >= 3 * 8
+
     loops = [asyncio.create_task(client_loop()) for _ in range(8)]
-    await asyncio.sleep(0.5)
+    await eventually(steady, "the clients are served")
+    await eventually(lambda: service_backends(engine, name), "the service's connections show")
     victims = await terminate_service_backends(engine, name)
     killed_at = time.perf_counter()
-    await asyncio.sleep(0.7)
+
+    async def served_again() -> bool:
+        # More requests after the kill than there are clients: every client got through.
+        return sum(1 for started, _ in outcomes if started > killed_at) > 8
+
+    await eventually(served_again, "the clients are served again after the kill")
     stop.set()
     await asyncio.gather(*loops)
 
@@ -188,14 +199,13 @@ async def test_killed_connections_fail_only_the_requests_in_flight(
     failed = [started for started, status in outcomes if status != 200]
     assert len(failed) <= 8  # at most one per client, each a request in flight
     assert all(started < killed_at for started in failed)
-    assert sum(1 for started, _ in outcomes if started > killed_at) > 8
+
     # Back to at most the pool size: no connection leaked, dead or alive. (A backend whose
     # client has gone can take a moment to leave pg_stat_activity on a busy machine.)
-    for _ in range(100):
-        if len(await service_backends(engine, name)) <= 3:
-            break
-        await asyncio.sleep(0.02)
-    assert len(await service_backends(engine, name)) <= 3
+    async def within_the_pool() -> bool:
+        return len(await service_backends(engine, name)) <= 3
+
+    await eventually(within_the_pool, "the service's connections fit its pool")
 
 
 async def test_the_service_starts_without_its_database_and_recovers_when_it_appears(

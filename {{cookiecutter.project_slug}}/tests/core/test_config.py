@@ -20,6 +20,8 @@ from {{ cookiecutter.package_name }}.core.config import (
         ("postgres://u:p@db:5432/app", "postgresql+asyncpg://u:p@db:5432/app"),
         ("postgresql://u:p@db/app", "postgresql+asyncpg://u:p@db/app"),
         ("postgresql+psycopg2://u:p@db/app", "postgresql+asyncpg://u:p@db/app"),
+        # psycopg 3 is not refused as blocking: every PostgreSQL URL runs on asyncpg.
+        ("postgresql+psycopg://u:p@db/app", "postgresql+asyncpg://u:p@db/app"),
         ("postgresql+asyncpg://u:p@db/app", "postgresql+asyncpg://u:p@db/app"),
         ("sqlite:///./app.db", "sqlite+aiosqlite:///./app.db"),
         ("sqlite+pysqlite:///./app.db", "sqlite+aiosqlite:///./app.db"),
@@ -48,13 +50,34 @@ def test_normalise_database_url_rewrites_to_the_async_driver(raw: str, expected:
         ("mysql+aiomysql://u:p@db/app", "unsupported database 'mysql'"),
         ("oracle://u:p@db/app", "unsupported database 'oracle'"),
         ("postgresql+pg8000://u:p@db/app", "driver 'pg8000'"),
-        ("postgresql+psycopg://u:p@db/app", "driver 'psycopg'"),
         ("sqlite+pysqlcipher:///x.db", "driver 'pysqlcipher'"),
     ],
 )
 def test_normalise_database_url_rejects_unknown_or_blocking_drivers(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         normalise_database_url(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://svc:hunter2@db:70000/app",
+        "postgresql+asyncpg://svc:hunter2@db:65536/app",
+        "postgres://svc:hunter2@db:99999999999999999999/app",
+    ],
+)
+def test_a_port_outside_0_to_65535_is_refused_in_one_line(raw: str) -> None:
+    # Otherwise every connection attempt raises OverflowError: a 500 on every request.
+    with pytest.raises(ValueError, match=r"port .* outside 0-65535") as caught:
+        normalise_database_url(raw)
+    assert "\n" not in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_ports_0_and_65535_are_kept() -> None:
+    for port in (0, 65535):
+        url = f"postgresql+asyncpg://u@db:{port}/app"
+        assert normalise_database_url(url) == url
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,14 @@ from sqlalchemy.exc import ArgumentError
 # rewritten to it. Any other driver would block the event loop or is not installed.
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 REWRITTEN_DRIVERS = {
-    "postgresql": {"", "asyncpg", "psycopg2"},
+    "postgresql": {"", "asyncpg", "psycopg", "psycopg2"},
     "sqlite": {"", "pysqlite", "aiosqlite"},
 }
 BACKEND_ALIASES = {"postgres": "postgresql"}
+# What make_url raises for text that is not a URL, or a port that is not a number. (A name,
+# not a parenthesised tuple in the except clause: ruff's formatter drops the parentheses for
+# Python 3.14 targets and keeps them for older ones.)
+URL_ERRORS = (ArgumentError, ValueError)
 EXAMPLE_URLS = "sqlite+aiosqlite:///./app.db or postgresql+asyncpg://user:password@host:5432/dbname"
 
 
@@ -28,14 +32,14 @@ class ConfigurationError(RuntimeError):
 def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
     """Return ``raw`` rewritten to its async driver, or raise ValueError saying why it cannot be.
 
-    ``postgres://``, ``postgresql://`` and ``postgresql+psycopg2://`` become
+    ``postgres://``, ``postgresql://``, ``postgresql+psycopg://`` and ``postgresql+psycopg2://`` become
     ``postgresql+asyncpg://`` (SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3);
     ``sqlite://`` becomes ``sqlite+aiosqlite://``. The URL is parsed with ``make_url`` and kept
     as a string, so paths such as ``sqlite+aiosqlite:///../data/dev.db`` stay as written.
     """
     try:
         url = make_url(raw.strip())
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+    except URL_ERRORS:
         raise ValueError(
             f"{setting} is not a database URL; expected e.g. {EXAMPLE_URLS} "
             "(percent-encode '@', ':' and '/' in the password as %40, %3A and %2F)"
@@ -47,6 +51,9 @@ def normalise_database_url(raw: str, setting: str = "DATABASE_URL") -> str:
             f"{setting} has an '@' in its password; percent-encode it as %40 "
             "(and ':' as %3A, '/' as %2F)"
         )
+    if url.port is not None and not 0 <= url.port <= 65535:
+        # Otherwise every connection attempt raises OverflowError (not a connection error).
+        raise ValueError(f"{setting} has the port {url.port}, outside 0-65535; fix the port")
     backend, _, driver = url.drivername.partition("+")
     backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in ASYNC_DRIVERS:

@@ -1,0 +1,71 @@
+"""The lower bound of every direct dependency of a bake is true.
+
+With ``uv lock --resolution lowest-direct`` every direct dependency, runtime and development,
+resolves to the lowest version its range admits; the bake must then pass what CI runs: its
+tests on SQLite and on PostgreSQL, ``ruff check``, ``ruff format --check`` and
+``mypy --strict``. A range whose floor fails here promises something untrue. On the lowest
+and the newest Python offered (the floors must have wheels, or build, there too); 3.14 runs
+in the Debian root of tests/python_root.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    REPO_ROOT,
+    PostgresServer,
+    find_interpreter,
+    host_interpreter,
+    run,
+    tool,
+    uv_env,
+)
+from tests.python_root import ROOTS, in_root
+
+OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "python_version",
+    [min(OPTIONS["python_version"]), max(OPTIONS["python_version"])],
+    ids=lambda v: f"py{v}",
+)
+def test_lowest_direct_dependencies_pass_tests_lint_and_type_checks(
+    cookies_session: Any, postgres: PostgresServer, tmp_path: Path, python_version: str
+) -> None:
+    result = cookies_session.bake(
+        extra_context={"project_name": "Lowest Direct", "python_version": python_version}
+    )
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    env = uv_env(MYPY_CACHE_DIR=str(tmp_path / "mypy-cache"))
+    # The host's own interpreter where it has one (GitHub's runners have 3.14).
+    in_a_root = host_interpreter(python_version) is None and python_version in ROOTS
+
+    def bake_run(command: list[str], **extra: str) -> str:
+        """Run ``command`` in the bake, on its Python; return its output."""
+        full_env = {**env, **extra}
+        if in_a_root:
+            command = in_root(python_version, project, command, full_env, tool("uv"))
+        return run(command, cwd=project, env=full_env, timeout=900).stdout
+
+    bake_run(["uv", "lock", "--resolution", "lowest-direct"])
+    # --frozen: install that resolution exactly (uv sync would otherwise re-resolve).
+    python = [] if in_a_root else ["--python", find_interpreter(python_version)]
+    bake_run(["uv", "sync", "--frozen", *python])
+    for command in (
+        ["ruff", "check"],
+        ["ruff", "format", "--check"],
+        ["mypy"],
+        ["pytest", "-q", "-p", "no:cacheprovider", "-n0", "--cov"],
+    ):
+        bake_run(["uv", "run", "--frozen", *command])
+    pytest_command = ["uv", "run", "--frozen", "pytest", "-q", "-p", "no:cacheprovider", "-n0"]
+    output = bake_run(pytest_command, TEST_DATABASE_URL=postgres.async_url())
+    assert "deselected" not in output.splitlines()[-1]
