@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import os
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from alembic import command
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.migrating import PROJECT_ROOT, alembic_config, run_alembic, run_cli
+from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+
+from tests.harness import settings_for
+from tests.migrating import (
+    PROJECT_ROOT,
+    alembic_config,
+    config_file_with,
+    migrate_and_inspect,
+    run_alembic,
+    run_cli,
+    start_cli,
+)
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 
@@ -35,6 +49,31 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("half_done")
 '''
+
+
+COUNTED_REVISION = '''
+"""Creates a table and counts its runs: a second run would fail or count two."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c0000000run1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.create_table("migration_runs", sa.Column("runs", sa.Integer, nullable=False))
+    op.execute("INSERT INTO migration_runs (runs) VALUES (1)")
+
+
+def downgrade() -> None:
+    op.drop_table("migration_runs")
+'''
+
+
+def shipped_head() -> str | None:
+    """The newest revision the project ships (None without any)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_alembic_ini_holds_no_database_url() -> None:
@@ -115,3 +154,59 @@ async def test_env_py_runs_on_an_engine_or_an_async_engine_handed_to_it(
     config.attributes["connection"] = "sqlite:///not-a-connection.db"
     with pytest.raises(TypeError, match="must be a Connection, an Engine or an AsyncEngine"):
         await asyncio.to_thread(command.upgrade, config, "head")
+
+
+@pytest.mark.slow
+async def test_upgrades_started_together_run_one_at_a_time_and_each_migration_once(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    # Pods starting together, each with an init container that migrates.
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "c0000000run1_counted.py").write_text(COUNTED_REVISION.format(head=shipped_head()))
+    config_file = str(config_file_with(versions, tmp_path))
+    processes = [
+        start_cli(empty_database_url, "-c", config_file, "upgrade", "head") for _ in range(4)
+    ]
+    outputs = await asyncio.gather(
+        *(asyncio.to_thread(process.communicate, timeout=300) for process in processes)
+    )
+    assert [process.returncode for process in processes] == [0] * 4, [err for _, err in outputs]
+
+    def state(connection: Connection) -> tuple[object, object, set[str]]:
+        return (
+            connection.scalar(text("SELECT sum(runs) FROM migration_runs")),
+            connection.scalar(text("SELECT version_num FROM alembic_version")),
+            set(inspect(connection).get_table_names()),
+        )
+
+    runs, version, tables = await migrate_and_inspect(empty_database_url, [], state)
+    assert (runs, version) == (1, "c0000000run1")
+    # The same schema as one run alone makes.
+    config = alembic_config()
+    shipped = PROJECT_ROOT / "migrations" / "versions"
+    config.set_main_option("version_locations", os.pathsep.join(map(str, (shipped, versions))))
+    commands = [("downgrade", "base"), ("upgrade", "head")]
+    assert await migrate_and_inspect(empty_database_url, commands, state, config) == (
+        1,
+        "c0000000run1",
+        tables,
+    )
+
+
+async def test_one_pooled_async_engine_runs_upgrade_downgrade_and_upgrade_again(
+    empty_database_url: str,
+) -> None:
+    # What a tool does with the service's engine (pytest-alembic, for one): several commands
+    # in a row, each of which runs on an event loop of its own.
+    engine = create_engine(settings_for(empty_database_url), sqlite_foreign_keys=False)
+    config = alembic_config()
+    config.attributes["connection"] = engine
+    try:
+        for name, revision in [("upgrade", "head"), ("downgrade", "base"), ("upgrade", "head")]:
+            await asyncio.to_thread(getattr(command, name), config, revision)
+        async with engine.connect() as connection:
+            version = await connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    finally:
+        await engine.dispose()
+    assert version == shipped_head()
