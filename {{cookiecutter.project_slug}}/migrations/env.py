@@ -13,7 +13,9 @@ which admits one writer at a time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
@@ -21,7 +23,8 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import text
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Identity, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,6 +50,7 @@ log = logging.getLogger("alembic.env")
 # The key of the PostgreSQL advisory lock that one migration run holds (advisory locks are
 # per database). Any constant will do, as long as every run of this service uses it.
 MIGRATION_LOCK_KEY = 0x6D6967726174  # "migrat"
+LOCK_POLL_INTERVAL = 0.5  # seconds
 # SQLSTATEs of a statement cancelled by lock_timeout and by statement_timeout.
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
@@ -65,12 +69,19 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
+def compare_sqlite_server_default(
+    _context: MigrationContext, _reflected: Column[Any], column: Column[Any], *_: Any
+) -> bool | None:
+    """Alembic's own comparison, except for identity keys, which SQLite has none of: its
+    INTEGER PRIMARY KEY (the rowid) numbers rows by itself."""
+    return False if isinstance(column.server_default, Identity) else None
+
+
 def configure(**options: Any) -> None:
     """Configure the migration context with the options every mode shares."""
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
-        compare_server_default=True,
         render_item=render_item,
         **options,
     )
@@ -125,9 +136,16 @@ def one_run_at_a_time(connection: Connection) -> Iterator[None]:
             connection.exec_driver_sql(statement)
         yield
         return
-    if not connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
-        log.info("Waiting for another migration run to finish")
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+    # Wait by asking again, outside any transaction in between: a waiter blocked in
+    # pg_advisory_lock() holds a snapshot, which CREATE INDEX CONCURRENTLY in the run
+    # holding the lock would wait for (a deadlock).
+    for attempt in itertools.count():
+        if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
+            break
+        if attempt == 0:
+            log.info("Waiting for another migration run to finish")
+        connection.commit()
+        time.sleep(LOCK_POLL_INTERVAL)
     for statement in timeouts(settings):
         connection.exec_driver_sql(statement)
     connection.commit()
@@ -155,6 +173,7 @@ def do_run_migrations(connection: Connection) -> None:
         render_as_batch=not postgresql,
         transactional_ddl=True,
         transaction_per_migration=postgresql,
+        compare_server_default=True if postgresql else compare_sqlite_server_default,
     )
     with one_run_at_a_time(connection), context.begin_transaction():
         context.run_migrations()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import importlib.util
 import os
 from pathlib import Path
 
@@ -68,6 +69,24 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("migration_runs")
+'''
+
+
+BLOCKING_INDEX_REVISION = '''
+"""An index built the way that blocks every write to a table in use while it builds."""
+
+from alembic import op
+
+revision = "c0000000idx1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.create_index("ix_accounts_email", "accounts", ["email"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_accounts_email", table_name="accounts")
 '''
 
 
@@ -210,3 +229,25 @@ async def test_one_pooled_async_engine_runs_upgrade_downgrade_and_upgrade_again(
     finally:
         await engine.dispose()
     assert version == shipped_head()
+
+
+def test_squawk_passes_the_shipped_migrations_and_stops_an_index_that_blocks_writes(
+    environ: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    environ.setenv("DATABASE_URL", "postgresql+asyncpg://lint@localhost/lint")  # main() sets it
+    spec = importlib.util.spec_from_file_location("lint", PROJECT_ROOT / "migrations" / "lint.py")
+    assert spec is not None
+    assert spec.loader is not None
+    lint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lint)
+    assert lint.main([]) == 0, capfd.readouterr().out
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    revision = versions / "c0000000idx1_index.py"
+    revision.write_text(BLOCKING_INDEX_REVISION.format(head=shipped_head()))
+    config = alembic_config()
+    shipped = PROJECT_ROOT / "migrations" / "versions"
+    config.set_main_option("version_locations", os.pathsep.join(map(str, (shipped, versions))))
+    capfd.readouterr()
+    assert lint.main([str(revision)], config) != 0
+    assert "require-concurrent-index-creation" in capfd.readouterr().out

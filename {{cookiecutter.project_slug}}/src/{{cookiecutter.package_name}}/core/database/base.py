@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
@@ -21,6 +21,12 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# ``Mapped[int]``: BIGINT on PostgreSQL, where an INTEGER key runs out at 2^31 rows and
+# widening it rewrites the table; INTEGER on SQLite, where only an INTEGER PRIMARY KEY is the
+# rowid and autoincrements (a BIGINT key there does not). Both hold 64 bits on SQLite.
+BigIntegerKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -51,7 +57,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(AsyncAttrs, DeclarativeBase):
-    """Declarative base: named constraints, and ``Mapped[datetime]`` as aware UTC."""
+    """Declarative base: named constraints, ``Mapped[datetime]`` as aware UTC, and
+    ``Mapped[int]`` as a 64-bit integer."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), int: BigIntegerKey}
