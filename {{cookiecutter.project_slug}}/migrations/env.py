@@ -51,7 +51,7 @@ log = logging.getLogger("alembic.env")
 # per database). Any constant will do, as long as every run of this service uses it.
 MIGRATION_LOCK_KEY = 0x6D6967726174  # "migrat"
 LOCK_POLL_INTERVAL = 0.5  # seconds
-# SQLSTATEs of a statement cancelled by lock_timeout and by statement_timeout.
+# SQLSTATEs of a statement cancelled by lock_timeout, and by statement_timeout (or by hand).
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
 
@@ -205,7 +205,10 @@ async def run_async_migrations(engine: AsyncEngine) -> None:
 def gave_up(error: DBAPIError) -> str | None:
     """The one-line reason of a migration stopped by a timeout; None for any other error."""
     sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate not in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):
+    timed_out = sqlstate == LOCK_NOT_AVAILABLE or (
+        sqlstate == QUERY_CANCELED and "statement timeout" in str(error.orig)
+    )
+    if not timed_out:
         return None
     settings = settings_or_exit()
     statement = " ".join(str(error.statement).split())
@@ -222,7 +225,7 @@ def gave_up(error: DBAPIError) -> str | None:
             f" ({settings.database_migration_statement_timeout:g} s) in {statement!r}"
         )
     return (
-        f"{{ cookiecutter.package_name }}: migration gave up: it {waited}. Its changes were "
+        f"{{ cookiecutter.package_name }}: migration gave up: it {waited}. Its transaction was "
         "rolled back; run it again once that is over, or raise the timeout for it"
     )
 

@@ -90,6 +90,35 @@ def downgrade() -> None:
 '''
 
 
+SLOW_REVISIONS = {
+    "c0000000slo1": '''
+"""A long statement that raises the statement timeout for itself."""
+
+from alembic import op
+
+revision = "c0000000slo1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.execute("SET LOCAL statement_timeout = '30s'")
+    op.execute("SELECT pg_sleep(1.5)")
+''',
+    "c0000000slo2": '''
+"""The same long statement, within the default timeout."""
+
+from alembic import op
+
+revision = "c0000000slo2"
+down_revision = "c0000000slo1"
+
+
+def upgrade() -> None:
+    op.execute("SELECT pg_sleep(1.5)")
+''',
+}
+
+
 def shipped_head() -> str | None:
     """The newest revision the project ships (None without any)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -251,3 +280,32 @@ def test_squawk_passes_the_shipped_migrations_and_stops_an_index_that_blocks_wri
     capfd.readouterr()
     assert lint.main([str(revision)], config) != 0
     assert "require-concurrent-index-creation" in capfd.readouterr().out
+
+
+@pytest.mark.postgres_only
+@pytest.mark.slow
+async def test_a_long_statement_stops_at_the_statement_timeout_unless_its_migration_raises_it(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for revision, source in SLOW_REVISIONS.items():
+        (versions / f"{revision}.py").write_text(source.format(head=shipped_head()))
+    config_file = str(config_file_with(versions, tmp_path))
+    migration = start_cli(
+        empty_database_url,
+        *("-c", config_file, "upgrade", "head"),
+        DATABASE_MIGRATION_STATEMENT_TIMEOUT="1",
+    )
+    _, stderr = await asyncio.to_thread(migration.communicate, timeout=120)
+    assert migration.returncode != 0
+    assert "Traceback" not in stderr
+    reason = stderr.strip().splitlines()[-1]
+    assert reason.startswith(f"{PACKAGE}: migration gave up: it ran past"), stderr
+    assert "DATABASE_MIGRATION_STATEMENT_TIMEOUT (1 s) in 'SELECT pg_sleep(1.5)'" in reason
+
+    def version(connection: Connection) -> object:
+        return connection.scalar(text("SELECT version_num FROM alembic_version"))
+
+    # The first migration's SET LOCAL held for it alone: the second stopped.
+    assert await migrate_and_inspect(empty_database_url, [], version) == "c0000000slo1"
