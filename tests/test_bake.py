@@ -256,6 +256,11 @@ def test_baked_project_passes_its_pre_commit_hooks(
     )
     for hook in ("ruff check", "ruff format", "mypy --strict"):
         assert re.search(rf"^{re.escape(hook)}\.+Passed$", result.stdout, re.M), result.stdout
+    # squawk on the revisions' SQL, where there are revisions.
+    squawked = "Passed" if synced.example_domain == "meetings" else r"\(no files to check\)Skipped"
+    assert re.search(rf"^squawk \(migrations' SQL\)\.+{squawked}$", result.stdout, re.M), (
+        result.stdout
+    )
 
 
 def run_suite(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str) -> int:

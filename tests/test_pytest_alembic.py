@@ -81,9 +81,9 @@ async def alembic_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding pytest-alembic, for PYTHONPATH."""
     target = tmp_path_factory.mktemp("pytest-alembic")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-        + [PYTEST_ALEMBIC],
+        [*pip, "--target", str(target), PYTEST_ALEMBIC],
         capture_output=True,
         text=True,
         timeout=300,
