@@ -23,6 +23,7 @@ import platform
 import re
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -211,7 +212,7 @@ import pytest
 from sqlalchemy import select
 
 from {package}.core.database import Base
-from {package}.core.database.engine import create_engine
+from {package}.core.database.engine import engine_from_settings
 from tests.harness import settings_for
 from tests.models import Note
 
@@ -219,7 +220,7 @@ from tests.models import Note
 @pytest.mark.parametrize("n", range({count}))
 async def test_insert_and_read(database_url, n):
     # The common pattern: a fresh engine and schema per test.
-    engine = create_engine(settings_for(database_url))
+    engine = engine_from_settings(settings_for(database_url))
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
     try:
@@ -368,8 +369,10 @@ def bench_suite(report: Report, repeats: int) -> None:
 
 
 @contextmanager
-def uvicorn(cwd: Path, app: str, env: dict[str, str], app_dir: str = ".") -> Iterator[str]:
-    """One uvicorn worker serving ``app``; yields its base URL once /…ping answers."""
+def uvicorn(
+    cwd: Path, app: str, env: dict[str, str], app_dir: str = ".", workers: int = 1
+) -> Iterator[str]:
+    """uvicorn serving ``app`` (one worker unless told); yields its base URL once it answers."""
     port = free_port()
     log = WORK / f"uvicorn-{port}.log"
     with log.open("wb") as output:
@@ -386,6 +389,8 @@ def uvicorn(cwd: Path, app: str, env: dict[str, str], app_dir: str = ".") -> Ite
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--workers",
+                str(workers),
             ],
             cwd=cwd,
             env=env,
@@ -422,14 +427,31 @@ def wrk(
     env: dict[str, str] | None = None,
 ) -> tuple[float, int]:
     """Requests per second and non-2xx/3xx answers of one wrk run (one thread)."""
+    rate, bad, _, _ = wrk_latency(url, seconds, connections, script, env)
+    return rate, bad
+
+
+def wrk_latency(
+    url: str,
+    seconds: float,
+    connections: int = 50,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[float, int, float, int]:
+    """Requests per second, non-2xx/3xx answers, the p99 latency (ms) and the requests
+    answered, of one wrk run."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s"]
     if script is not None:
         args += ["-s", str(script)]
-    output = run([*args, url], cwd=HERE, env=env)
+    output = run([*args, "--latency", url], cwd=HERE, env=env)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(r"Socket errors:.*?timeout (\d+)", output)
-    return rate, (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0)
+    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    failed = (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0)
+    return rate, failed, p99, answered
 
 
 def service_env(project: Project, url: str, **extra: str) -> dict[str, str]:
@@ -671,62 +693,72 @@ def timed(action: Callable[[], object]) -> float:
 # --- B5: streaming appends ------------------------------------------------------------------
 
 
-def bench_appends(project: Project, report: Report, seconds: float) -> None:
+def bench_appends(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    """10 writers appending to transcripts of their own + 5 readers of 50-segment pages, on
+    a SQLite file and on PostgreSQL, one uvicorn worker and two; medians of ``repeats``."""
     sqlite_url = f"sqlite+aiosqlite:///{WORK / 'b5.db'}"
+    (WORK / "b5.db").unlink(missing_ok=True)
     run(
         [PYTHON, "-m", "alembic", "upgrade", "head"],
         cwd=project.path,
         env=clean_env(DATABASE_URL=sqlite_url),
     )
-    for backend, url in (("SQLite file", sqlite_url), ("PostgreSQL", project.pg_url)):
-        with uvicorn(HERE, "bench_app:app", service_env(project, url)) as base:
-            for batch in (1, 50):
-                room = seed_room(base)
-                created = httpx.post(
-                    base + "/transcripts",
-                    json={"room_id": room, "title": "stream", "language": "en"},
-                )
-                created.raise_for_status()
-                transcript = created.json()["id"]
-                reader = subprocess.Popen(
-                    [
-                        "wrk",
-                        "-t1",
-                        "-c5",
-                        f"-d{round(seconds)}s",
-                        f"{base}/transcripts/{transcript}?limit=50",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                rate, bad = wrk(
-                    base,
-                    seconds,
-                    connections=10,
-                    script=HERE / "append.lua",
-                    env={**os.environ, "BATCH": str(batch), "TRANSCRIPT": str(transcript)},
-                )
-                reads = reader.communicate(timeout=seconds + 30)[0]
-                read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
-                stored = len(
-                    httpx.get(f"{base}/transcripts/{transcript}", params={"limit": 1000}).json()[
-                        "segments"
-                    ]
-                )
-                if bad or stored == 0:
-                    raise SystemExit(f"B5 {backend} batch {batch}: {bad} failed appends")
-                report.add(
-                    Row(
-                        "B5",
-                        f"append batches of {batch}, {backend}, 10 writers + 5 readers",
-                        f"{rate * batch:,.0f} segments/s ({rate:,.0f} req/s)",
-                        f"readers {read_rate:,.0f} req/s",
-                        "",
-                        "",
-                        "",
-                    )
-                )
+    cases = [
+        (backend, workers, 1) for workers in (1, 2) for backend in ("SQLite file", "PostgreSQL")
+    ]
+    cases += [("SQLite file", 1, 50), ("PostgreSQL", 1, 50)]
+    results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {c: [] for c in cases}
+    for _ in range(repeats):
+        for backend, workers, batch in cases:
+            url = sqlite_url if backend == "SQLite file" else project.pg_url
+            with uvicorn(HERE, "bench_app:app", service_env(project, url), workers=workers) as base:
+                results[(backend, workers, batch)].append(stream(base, seconds, batch))
+    postgres_one_worker = median([r[0] for r in results[("PostgreSQL", 1, 1)]])
+    for (backend, workers, batch), runs in results.items():
+        rate, p99, read_rate = (median([r[i] for r in runs]) for i in range(3))
+        row = Row(
+            "B5",
+            f"append batches of {batch}, {backend}, {workers} worker{'s' * (workers > 1)}, "
+            "10 writers + 5 readers",
+            f"{rate * batch:,.0f} segments/s ({rate:,.0f} req/s), writer p99 {p99:,.0f} ms",
+            f"PostgreSQL 1 worker {postgres_one_worker:,.0f} req/s; readers {read_rate:,.0f} req/s",
+            f"{rate / postgres_one_worker:.2f}x" if batch == 1 else "",
+        )
+        if backend == "SQLite file" and batch == 1:
+            limit = 300 if workers == 1 else 200
+            row.target = f"p99 <= {limit} ms" + (", >= 1.0x" if workers == 2 else "")
+            ok = p99 <= limit and (workers == 1 or rate >= postgres_one_worker)
+            row.met = verdict(ok)
+        report.add(row)
+
+
+def stream(base: str, seconds: float, batch: int) -> tuple[float, float, float]:
+    """Append requests/s and their p99 (ms) of 10 writers, with readers/s of 5 readers."""
+    room = seed_room(base)
+    created = httpx.post(
+        base + "/transcripts", json={"room_id": room, "title": "stream", "language": "en"}
+    )
+    created.raise_for_status()
+    transcript = created.json()["id"]
+    reader = subprocess.Popen(
+        ["wrk", "-t1", "-c5", f"-d{round(seconds)}s", f"{base}/transcripts/{transcript}?limit=50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rate, bad, p99, _ = wrk_latency(
+        base,
+        seconds,
+        connections=10,
+        script=HERE / "append.lua",
+        env={**os.environ, "BATCH": str(batch), "TRANSCRIPT": str(transcript)},
+    )
+    reads = reader.communicate(timeout=seconds + 30)[0]
+    read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
+    page = httpx.get(f"{base}/transcripts/{transcript}", params={"limit": 1000}).json()
+    if bad or not page["segments"]:
+        raise SystemExit(f"B5 batch {batch} on {base}: {bad} failed appends")
+    return rate, p99, read_rate
 
 
 BIG_TRANSCRIPT = 100_000
@@ -845,6 +877,80 @@ def bench_big_append(project: Project, report: Report, repeats: int) -> None:
             "",
         )
     )
+
+
+# --- B7: SQLite under many writers -----------------------------------------------------------
+
+
+def bench_sqlite_soak(project: Project, report: Report, seconds: float) -> None:
+    """20 writers, each appending to a transcript of its own, + 20 readers, on one SQLite
+    file: no append may fail, p99 <= 2 s, every acknowledged segment stored, file intact."""
+    for workers, batch in ((2, 1), (1, 1), (2, 500), (1, 500)):
+        path = WORK / f"b7-{workers}-{batch}.db"
+        for leftover in WORK.glob(f"{path.name}*"):
+            leftover.unlink()
+        url = f"sqlite+aiosqlite:///{path}"
+        run(
+            [PYTHON, "-m", "alembic", "upgrade", "head"],
+            cwd=project.path,
+            env=clean_env(DATABASE_URL=url),
+        )
+        with uvicorn(HERE, "bench_app:app", service_env(project, url), workers=workers) as base:
+            room = seed_room(base)
+            transcripts = [
+                httpx.post(
+                    base + "/transcripts",
+                    json={"room_id": room, "title": f"soak {n}", "language": "en"},
+                ).json()["id"]
+                for n in range(20)
+            ]
+            paths = f"/transcripts/{transcripts[0]}?limit=200,/rooms/{room},/rooms?limit=20"
+            reader = subprocess.Popen(
+                [
+                    "wrk",
+                    "-t1",
+                    "-c20",
+                    f"-d{round(seconds)}s",
+                    "-s",
+                    str(HERE / "soak_read.lua"),
+                    base,
+                ],
+                env={**os.environ, "READ_PATHS": paths},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            rate, bad, p99, answered = wrk_latency(
+                base,
+                seconds,
+                connections=20,
+                script=HERE / "soak_append.lua",
+                env={
+                    **os.environ,
+                    "BATCH": str(batch),
+                    "TRANSCRIPTS": ",".join(map(str, transcripts)),
+                },
+            )
+            reads = reader.communicate(timeout=seconds + 30)[0]
+        with sqlite3.connect(path) as check:
+            stored = check.execute("SELECT count(*) FROM transcript_segments").fetchone()[0]
+            intact = check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
+        acknowledged = (answered - bad) * batch
+        report.add(
+            Row(
+                "B7",
+                f"{round(seconds)} s, 20 writers (batches of {batch}) + 20 readers, SQLite file, "
+                f"{workers} worker{'s' * (workers > 1)}",
+                f"{answered:,} appends ({rate:,.0f}/s), {bad} failed, writer p99 {p99:,.0f} ms; "
+                f"{acknowledged:,} segments acknowledged, {stored:,} stored, "
+                f"integrity {'ok' if intact else 'BROKEN'}",
+                f"readers {read_rate:,.0f} req/s",
+                "",
+                "0 failed, p99 <= 2,000 ms, intact",
+                verdict(bad == 0 and p99 <= 2000 and intact and stored >= acknowledged),
+            )
+        )
 
 
 # --- B6: reads from a streaming replica ----------------------------------------------------
@@ -977,7 +1083,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["B1", "B2", "B3", "B4", "B5", "B6"],
+        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7"],
         help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -999,9 +1105,13 @@ def main() -> int:
         "B4": ("start-up", lambda p, r: bench_startup(p, r, 3 if options.quick else 5)),
         "B5": (
             "appends",
-            lambda p, r: (bench_appends(p, r, seconds), bench_big_append(p, r, repeats)),
+            lambda p, r: (
+                bench_appends(p, r, repeats, seconds),
+                bench_big_append(p, r, repeats),
+            ),
         ),
         "B6": ("read replica", lambda p, r: bench_replica(p, r, repeats, seconds)),
+        "B7": ("SQLite soak", lambda p, r: bench_sqlite_soak(p, r, 5 if options.quick else 60)),
     }
     WORK.mkdir(exist_ok=True)
     report = Report()

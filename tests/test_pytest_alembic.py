@@ -43,7 +43,7 @@ from pytest_alembic.tests import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {package}.core.database.engine import create_engine
+from {package}.core.database.engine import engine_from_settings
 
 from tests.harness import postgres_server_url, settings_for, temporary_database
 from tests.migrating import alembic_config as project_alembic_config
@@ -66,12 +66,13 @@ async def alembic_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """The engine the service makes (pooled; foreign keys on for SQLite), on an empty database."""
     server_url = postgres_server_url()
     if server_url is None:
-        engine = create_engine(settings_for(f"sqlite+aiosqlite:///{{tmp_path / 'plugin.db'}}"))
+        url = f"sqlite+aiosqlite:///{{tmp_path / 'plugin.db'}}"
+        engine = engine_from_settings(settings_for(url))
         yield engine
         await engine.dispose()
         return
-    async with temporary_database(server_url) as url:
-        engine = create_engine(settings_for(url.render_as_string(hide_password=False)))
+    async with temporary_database(server_url) as database:
+        engine = engine_from_settings(settings_for(database.render_as_string(hide_password=False)))
         yield engine
         await engine.dispose()
 '''

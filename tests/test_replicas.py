@@ -375,8 +375,9 @@ import asyncio, json
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
-from {package}.core.database.engine import dispose_engine, get_replica_engines
-from {package}.core.database.session import get_read_sessionmaker
+from {package}.core.config import get_settings
+from {package}.core.database import dispose_engine
+from {package}.core.database.session import get_database, read_bind, read_only_sessionmaker
 from {package}.meetings.models import Room
 
 
@@ -410,8 +411,10 @@ async def sql_insert(session):
 async def main():
     outcomes = {{}}
     # The replica's read sessions, and the primary's, which ReadSessionDep falls back to.
-    for server, engine in (("replica", get_replica_engines()[0]), ("primary", None)):
-        factory = get_read_sessionmaker(engine)
+    database = get_database()
+    replica = database.router.replicas[0].engine
+    for server, engine in (("replica", replica), ("primary", database.engine)):
+        factory = read_only_sessionmaker(read_bind(engine, get_settings()))
         for write in (flush, orm_insert, sql_insert)[: 3 if server == "replica" else 2]:
             outcomes[f"{{server}}: {{write.__name__}}"] = await attempt(factory, write)
     await dispose_engine()
@@ -515,13 +518,12 @@ import asyncio
 
 from sqlalchemy import text
 
-from {package}.core.database.engine import dispose_engine
-from {package}.core.database.replicas import get_read_router
-from {package}.core.database.session import get_read_session
+from {package}.core.database import dispose_engine
+from {package}.core.database.session import get_database, get_read_session
 
 
 async def main():
-    await get_read_router().check()  # the replica is up: reads go to it
+    await get_database().router.check()  # the replica is up: reads go to it
     holder = get_read_session()
     held = await anext(holder)
     await held.execute(text("SELECT 1"))  # holds the replica's only pooled connection

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import Settings, settings_or_exit
 from {{ cookiecutter.package_name }}.core.database import Base, UTCDateTime, utcnow
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
 # Import every module that defines models here, so that autogenerate sees their tables.
 {% if cookiecutter.example_domain == "meetings" %}
@@ -81,7 +81,6 @@ def configure(**options: Any) -> None:
     """Configure the migration context with the options every mode shares."""
     context.configure(
         target_metadata=target_metadata,
-        compare_type=True,
         render_item=render_item,
         **options,
     )
@@ -232,7 +231,7 @@ def gave_up(error: DBAPIError) -> str | None:
 
 async def run_with_own_engine() -> None:
     """Create an engine from the settings, run the migrations, close the engine."""
-    await run_async_migrations(create_engine(settings_or_exit(), sqlite_foreign_keys=False))
+    await run_async_migrations(engine_from_settings(settings_or_exit(), migrating=True))
 
 
 def run_migrations_online() -> None:

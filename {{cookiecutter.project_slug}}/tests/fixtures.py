@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
+    engine_from_settings,
 )
 from {{ cookiecutter.package_name }}.core.database.session import (
     get_read_session,
@@ -66,7 +66,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     """The one engine of the run, with every table created."""
-    engine = create_engine(settings)
+    engine = engine_from_settings(settings)
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
     yield engine
@@ -108,7 +108,7 @@ async def environ(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[pytest.Monke
 async def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file with every table and no rows, made once: tests start from copies."""
     path = tmp_path_factory.mktemp("schema") / "schema.db"
-    file_engine = create_engine(settings_for(f"sqlite+aiosqlite:///{path}"))
+    file_engine = engine_from_settings(settings_for(f"sqlite+aiosqlite:///{path}"))
     async with file_engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
     await file_engine.dispose()

@@ -14,7 +14,7 @@ from alembic.config import Config
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
 from tests.harness import settings_for
 
@@ -41,7 +41,7 @@ async def migrate_and_inspect(
 ) -> T:
     """Run Alembic commands on a connection handed to env.py, then ``inspector`` on it."""
     config = config or alembic_config()
-    engine = create_engine(settings_for(url), sqlite_foreign_keys=False)
+    engine = engine_from_settings(settings_for(url), migrating=True)
 
     def migrate(connection: Connection) -> T:
         config.attributes["connection"] = connection

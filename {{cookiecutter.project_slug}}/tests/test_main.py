@@ -18,6 +18,7 @@ from fastapi import Body, FastAPI
 
 from {{ cookiecutter.package_name }}.core.config import get_settings
 from {{ cookiecutter.package_name }}.core.database import get_engine
+from {{ cookiecutter.package_name }}.core.database.session import get_database
 from {{ cookiecutter.package_name }}.main import app, create_app
 
 from tests.harness import serve, served
@@ -110,7 +111,7 @@ def test_building_the_app_opens_no_connection(environ: pytest.MonkeyPatch) -> No
     # Importing main builds the app; the engine and its pool come with the lifespan or the
     # first request, in the process that serves.
     create_app()
-    assert get_engine.cache_info().currsize == 0
+    assert get_database.cache_info().currsize == 0
 
 
 def app_with_a_body_route() -> FastAPI:

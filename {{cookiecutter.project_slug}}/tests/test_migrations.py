@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
 from tests.harness import settings_for
 from tests.migrating import (
@@ -247,7 +247,7 @@ async def test_one_pooled_async_engine_runs_upgrade_downgrade_and_upgrade_again(
 ) -> None:
     # What a tool does with the service's engine (pytest-alembic, for one): several commands
     # in a row, each of which runs on an event loop of its own.
-    engine = create_engine(settings_for(empty_database_url), sqlite_foreign_keys=False)
+    engine = engine_from_settings(settings_for(empty_database_url), migrating=True)
     config = alembic_config()
     config.attributes["connection"] = engine
     try:

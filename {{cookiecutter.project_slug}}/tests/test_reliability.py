@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import (
     Settings,
@@ -27,15 +27,10 @@ from {{ cookiecutter.package_name }}.core.database import (
     ReadSessionDep,
     SessionDep,
     dispose_engine,
+    get_engine,
     session_scope,
 )
-from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
-)
-from {{ cookiecutter.package_name }}.core.errors import (
-    BUSY,
-    UNAVAILABLE,
-)
+from {{ cookiecutter.package_name }}.core.errors import ANSWERS
 from {{ cookiecutter.package_name }}.main import (
     create_app,
 )
@@ -44,7 +39,6 @@ from tests.harness import (
     postgres_server_url,
     run_autocommit,
     serve,
-    settings_for,
     terminate_backends,
 )
 from tests.models import Note
@@ -54,26 +48,20 @@ postgres_only = pytest.mark.postgres_only
 
 @pytest.mark.slow
 async def test_many_more_concurrent_writers_than_connections_all_land_on_sqlite(
-    tmp_path: Path,
+    environ: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    engine = create_engine(settings_for(f"sqlite+aiosqlite:///{tmp_path / 'writes.db'}"))
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(Note.metadata.create_all)
-        factory = async_sessionmaker(engine, expire_on_commit=False)
+    environ.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'writes.db'}")
+    async with get_engine().begin() as connection:
+        await connection.run_sync(Note.metadata.create_all)
 
-        async def write(number: int) -> None:
-            async with session_scope(factory) as session:
-                session.add(Note(title=f"note {number}"))
+    async def write(number: int) -> None:
+        async with session_scope() as session:
+            session.add(Note(title=f"note {number}"))
 
-        # Every one of the pool's 15 connections is in a write transaction at once, round
-        # after round: at most 15 writers contend for the lock whatever the number of tasks,
-        # so 200 tasks (13 full rounds) prove what 1,000 would.
-        results = await asyncio.gather(*(write(n) for n in range(200)), return_exceptions=True)
-        async with factory() as session:
-            stored = set(await session.scalars(select(Note.title)))
-    finally:
-        await engine.dispose()
+    # 200 writers at once, far more than the pool's 15 connections: they take turns.
+    results = await asyncio.gather(*(write(n) for n in range(200)), return_exceptions=True)
+    async with session_scope() as session:
+        stored = set(await session.scalars(select(Note.title)))
     assert [error for error in results if error is not None] == []
     assert stored == {f"note {n}" for n in range(200)}
 
@@ -165,7 +153,7 @@ async def test_a_full_pool_answers_503_within_the_pool_timeout_then_recovers(
     refused = await service.get("/slow")
     waited = time.perf_counter() - started
     assert refused.status_code == 503
-    assert refused.json() == {"detail": BUSY}
+    assert refused.json() == {"detail": ANSWERS["pool exhausted"][0]}
     assert refused.headers["retry-after"] == "1"
     assert 0.4 < waited < 1.2  # the pool timeout, not a hang
     assert [response.status_code for response in await asyncio.gather(*holders)] == [200] * 5
@@ -239,5 +227,5 @@ async def test_the_service_starts_without_its_database_and_recovers_when_it_appe
                     server_url, f'DROP DATABASE IF EXISTS "{missing}" WITH (FORCE)'
                 )
     assert [response.status_code for response in down] == [503, 503, 503, 200]
-    assert down[1].json() == down[2].json() == {"detail": UNAVAILABLE}
+    assert down[1].json() == down[2].json() == {"detail": ANSWERS["unreachable"][0]}
     assert [response.status_code for response in up] == [200, 200, 200]

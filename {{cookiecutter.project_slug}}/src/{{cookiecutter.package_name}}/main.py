@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from .core.config import settings_or_exit
 from .core.database import dispose_engine
-from .core.database.replicas import get_read_router, watching_replicas
-from .core.database.session import get_read_sessionmaker
-from .core.errors import EXCEPTION_HANDLERS, document_unparsable_bodies
+from .core.database.replicas import watching_replicas
+from .core.database.session import get_database
+from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_unparsable_bodies
 from .core.logs import configure_logging, is_valid_request_id
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
@@ -37,7 +37,7 @@ class ReplicaState(BaseModel):
 class Probe(BaseModel):
     """The answer of the probes ``GET /livez`` and ``GET /readyz``."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     detail: str | None = None
     # /readyz: each read replica by host:port/database (DATABASE_READ_URL).
     replicas: dict[str, ReplicaState] = {}
@@ -47,7 +47,7 @@ class Probe(BaseModel):
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Start without waiting for the database (it may come up later); check the read
     replicas in the background, if any; close the pools on exit."""
-    async with watching_replicas():
+    async with watching_replicas(get_database().router):
         yield
     await dispose_engine()
 
@@ -82,14 +82,15 @@ def create_app() -> FastAPI:
     @app.get("/readyz", responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Probe}})
     async def readyz(response: Response) -> Probe:
         """Readiness: 200 when the primary database answers ``SELECT 1``, 503 (retry later)
-        otherwise. Replicas never make the service unready: reads fall back to the primary."""
-        router = get_read_router()
+        otherwise. Replicas never make the service unready: reads fall back to the primary.
+        A full disk leaves it ready but "degraded": reads still work, writes get 507."""
+        database = get_database()
         replicas = {
             replica.name: ReplicaState(state=replica.state, lag_seconds=replica.lag)
-            for replica in (router.replicas if router is not None else [])
+            for replica in (database.router.replicas if database.router is not None else [])
         }
         try:
-            async with get_read_sessionmaker()() as session:  # the primary's
+            async with database.reads() as session:  # the primary's
                 await session.execute(text("SELECT 1"))
         except sqlalchemy.exc.SQLAlchemyError as error:
             # The exception type only: driver messages can hold host names or credentials.
@@ -97,6 +98,9 @@ def create_app() -> FastAPI:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
             response.headers["Retry-After"] = "1"
             return Probe(status="unavailable", detail="database unavailable", replicas=replicas)
+        if database.storage_full:
+            detail = ANSWERS["storage full"][0]
+            return Probe(status="degraded", detail=detail, replicas=replicas)
         return Probe(status="ok", replicas=replicas)
 
 {% if cookiecutter.example_domain == "meetings" %}

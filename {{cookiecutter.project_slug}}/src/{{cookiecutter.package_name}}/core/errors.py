@@ -1,4 +1,5 @@
-"""How the service answers errors that no route handles: bad input and an unavailable database."""
+"""How the service answers errors that no route handles: bad input, and a database that
+cannot serve (503, or 507 when its storage is full)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,30 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from .database.engine import is_unavailable
+from .database.engine import Cause, unavailable_cause
+from .database.session import get_database
 
 logger = logging.getLogger(__name__)
 
-BUSY = "database busy: no connection became free in time; retry later"
-UNAVAILABLE = "database unavailable; retry later"
+# What the client is told, and what the log line adds for whoever is on call.
+ANSWERS: dict[Cause, tuple[str, str]] = {
+    "pool exhausted": (
+        "database busy: no connection became free in time; retry later",
+        "no pooled connection became free within DATABASE_POOL_TIMEOUT",
+    ),
+    "locked": (
+        "database busy: another writer held the lock too long; retry later",
+        "SQLite's write lock was held longer than DATABASE_SQLITE_BUSY_TIMEOUT_MS",
+    ),
+    "storage full": (
+        "database storage is full: writes are refused until space is freed",
+        "the database's storage is full; free disk space (reads still work)",
+    ),
+    "unreachable": (
+        "database unavailable; retry later",
+        "the database server is unreachable or refused the connection",
+    ),
+}
 
 
 class ASCIIJSONResponse(JSONResponse):
@@ -53,26 +72,25 @@ async def validation_error(_request: Request, error: RequestValidationError) -> 
     )
 
 
-def unavailable_reason(error: BaseException) -> str | None:
-    """Why the database could not serve, if ``error`` says so; None for any other error."""
-    if isinstance(error, sqlalchemy.exc.TimeoutError):  # the pool's, not the builtin
-        return BUSY
-    return UNAVAILABLE if is_unavailable(error) else None
-
-
 async def database_error(_request: Request, error: Exception) -> Response:
-    """Answer 503 (retry later) when the database cannot serve: pool exhausted, unreachable,
-    restarting. Any other database error is a bug: a 500, logged with its traceback."""
-    reason = unavailable_reason(error)
-    if reason is None:
+    """Answer 503 (retry later) when the database cannot serve: pool exhausted, lock held,
+    unreachable; 507 when its storage is full. Any other database error is a bug: a 500,
+    logged with its traceback."""
+    cause = unavailable_cause(error)
+    if cause is None:
         logger.error("unhandled database error", exc_info=error)
         return PlainTextResponse("Internal Server Error", status_code=500)
+    detail, condition = ANSWERS[cause]
     # The exception type only: driver messages can hold host names or credentials.
-    logger.warning("%s (%s)", reason, type(error).__name__)
+    logger.warning("database %s: %s (%s)", cause, condition, type(error).__name__)
+    if cause == "storage full":
+        get_database().storage_full = True
+        # A client retrying every second helps nobody while the disk stays full.
+        status_code, retry_after = status.HTTP_507_INSUFFICIENT_STORAGE, "30"
+    else:
+        status_code, retry_after = status.HTTP_503_SERVICE_UNAVAILABLE, "1"
     return JSONResponse(
-        {"detail": reason},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "1"},
+        {"detail": detail}, status_code=status_code, headers={"Retry-After": retry_after}
     )
 
 

@@ -49,10 +49,10 @@ PageT = TypeVar("PageT", bound=Page)
 
 
 async def _page(
-    page: type[PageT], session: AsyncSession, statement: Select[Any], offset: int, limit: int
+    page: type[PageT], db: AsyncSession, statement: Select[Any], offset: int, limit: int
 ) -> PageT:
     """One page of ``statement`` as the ``page`` schema."""
-    items, next_offset = await service.page(session, statement, offset, limit)
+    items, next_offset = await service.page(db, statement, offset, limit)
     return page.model_validate({"items": items, "next_offset": next_offset})
 
 
@@ -63,39 +63,39 @@ summaries = APIRouter(prefix="/summaries", tags=["summaries"], responses=ERRORS)
 
 
 @rooms.post("", status_code=status.HTTP_201_CREATED)
-async def create_room(data: RoomCreate, session: SessionDep) -> RoomRead:
-    return RoomRead.model_validate(await service.create_room(session, data))
+async def create_room(data: RoomCreate, db: SessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.create_room(db, data))
 
 
 @rooms.get("")
-async def list_rooms(session: ReadSessionDep, offset: Offset = 0, limit: Limit = 50) -> RoomPage:
-    return await _page(RoomPage, session, service.rooms_query(), offset, limit)
+async def list_rooms(db: ReadSessionDep, offset: Offset = 0, limit: Limit = 50) -> RoomPage:
+    return await _page(RoomPage, db, service.rooms_query(), offset, limit)
 
 
 @rooms.get("/{room_id}")
-async def read_room(room_id: PathId, session: ReadSessionDep) -> RoomRead:
-    return RoomRead.model_validate(await service.get_or_404(session, Room, room_id))
+async def read_room(room_id: PathId, db: ReadSessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.get_or_404(db, Room, room_id))
 
 
 @rooms.patch("/{room_id}")
-async def update_room(room_id: PathId, data: RoomUpdate, session: SessionDep) -> RoomRead:
-    return RoomRead.model_validate(await service.update_room(session, room_id, data))
+async def update_room(room_id: PathId, data: RoomUpdate, db: SessionDep) -> RoomRead:
+    return RoomRead.model_validate(await service.update_room(db, room_id, data))
 
 
 @rooms.delete("/{room_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_room(room_id: PathId, session: SessionDep) -> None:
-    await service.delete_room(session, room_id)
+async def delete_room(room_id: PathId, db: SessionDep) -> None:
+    await service.delete_room(db, room_id)
 
 
 @sessions.post("", status_code=status.HTTP_201_CREATED)
-async def join_room(data: UserSessionCreate, session: SessionDep) -> UserSessionRead:
+async def join_room(data: UserSessionCreate, db: SessionDep) -> UserSessionRead:
     """A user joins a room: one open session per user and room, up to the room's capacity."""
-    return UserSessionRead.model_validate(await service.join_room(session, data))
+    return UserSessionRead.model_validate(await service.join_room(db, data))
 
 
 @sessions.get("")
 async def list_sessions(
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     user_id: UserId | None = None,
     is_open: Annotated[bool | None, Query(alias="open")] = None,
@@ -103,29 +103,27 @@ async def list_sessions(
     limit: Limit = 50,
 ) -> UserSessionPage:
     statement = service.user_sessions_query(room_id, user_id, is_open)
-    return await _page(UserSessionPage, session, statement, offset, limit)
+    return await _page(UserSessionPage, db, statement, offset, limit)
 
 
 @sessions.get("/{session_id}")
-async def read_session(session_id: PathId, session: ReadSessionDep) -> UserSessionRead:
-    return UserSessionRead.model_validate(
-        await service.get_or_404(session, UserSession, session_id)
-    )
+async def read_user_session(session_id: PathId, db: ReadSessionDep) -> UserSessionRead:
+    return UserSessionRead.model_validate(await service.get_or_404(db, UserSession, session_id))
 
 
 @sessions.post("/{session_id}/leave")
-async def leave_room(session_id: PathId, session: SessionDep) -> UserSessionRead:
-    return UserSessionRead.model_validate(await service.leave_room(session, session_id))
+async def leave_room(session_id: PathId, db: SessionDep) -> UserSessionRead:
+    return UserSessionRead.model_validate(await service.leave_room(db, session_id))
 
 
 @transcripts.post("", status_code=status.HTTP_201_CREATED)
-async def create_transcript(data: TranscriptCreate, session: SessionDep) -> TranscriptRead:
-    return TranscriptRead.model_validate(await service.create_transcript(session, data))
+async def create_transcript(data: TranscriptCreate, db: SessionDep) -> TranscriptRead:
+    return TranscriptRead.model_validate(await service.create_transcript(db, data))
 
 
 @transcripts.get("")
 async def list_transcripts(
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     q: Annotated[
         SearchText | None, Query(description="text the title or a segment contains")
@@ -134,19 +132,19 @@ async def list_transcripts(
     limit: Limit = 50,
 ) -> TranscriptPage:
     statement = service.transcripts_query(room_id, q)
-    return await _page(TranscriptPage, session, statement, offset, limit)
+    return await _page(TranscriptPage, db, statement, offset, limit)
 
 
 @transcripts.get("/{transcript_id}")
 async def read_transcript(
     transcript_id: PathId,
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     after: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> TranscriptWithSegments:
     """The transcript and its segments after sequence ``after``, in order."""
-    transcript = await service.get_or_404(session, Transcript, transcript_id)
-    segments, next_after = await service.segments_page(session, transcript_id, after, limit)
+    transcript = await service.get_or_404(db, Transcript, transcript_id)
+    segments, next_after = await service.segments_page(db, transcript_id, after, limit)
     return TranscriptWithSegments.model_validate(
         {
             **TranscriptRead.model_validate(transcript).model_dump(),
@@ -158,37 +156,35 @@ async def read_transcript(
 
 @transcripts.patch("/{transcript_id}")
 async def update_transcript(
-    transcript_id: PathId, data: TranscriptUpdate, session: SessionDep
+    transcript_id: PathId, data: TranscriptUpdate, db: SessionDep
 ) -> TranscriptRead:
     """Rename, relabel or finish a transcript (a finished one cannot be reopened)."""
-    return TranscriptRead.model_validate(
-        await service.update_transcript(session, transcript_id, data)
-    )
+    return TranscriptRead.model_validate(await service.update_transcript(db, transcript_id, data))
 
 
 @transcripts.delete("/{transcript_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_transcript(transcript_id: PathId, session: SessionDep) -> None:
+async def delete_transcript(transcript_id: PathId, db: SessionDep) -> None:
     """Delete the transcript with its segments and summaries."""
-    await service.delete_transcript(session, transcript_id)
+    await service.delete_transcript(db, transcript_id)
 
 
 @transcripts.post("/{transcript_id}/segments", status_code=status.HTTP_201_CREATED)
 async def append_segments(
-    transcript_id: PathId, segments: SegmentBatch, session: SessionDep
+    transcript_id: PathId, segments: SegmentBatch, db: SessionDep
 ) -> SegmentsAppended:
     """Append a batch atomically: one taken sequence number rejects all of it (409)."""
-    last = await service.append_segments(session, transcript_id, segments)
+    last = await service.append_segments(db, transcript_id, segments)
     return SegmentsAppended(transcript_id=transcript_id, appended=len(segments), last_sequence=last)
 
 
 @summaries.post("", status_code=status.HTTP_201_CREATED)
-async def create_summary(data: SummaryCreate, session: SessionDep) -> SummaryRead:
-    return SummaryRead.model_validate(await service.create_summary(session, data))
+async def create_summary(data: SummaryCreate, db: SessionDep) -> SummaryRead:
+    return SummaryRead.model_validate(await service.create_summary(db, data))
 
 
 @summaries.get("")
 async def list_summaries(
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     transcript_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     kind: SummaryKind | None = None,
     offset: Offset = 0,
@@ -196,28 +192,28 @@ async def list_summaries(
 ) -> SummaryPage:
     """Summaries, newest first."""
     statement = service.summaries_query(transcript_id, kind)
-    return await _page(SummaryPage, session, statement, offset, limit)
+    return await _page(SummaryPage, db, statement, offset, limit)
 
 
 # Declared before /{summary_id}, which would otherwise take "latest" for an id.
 @summaries.get("/latest")
 async def latest_summary(
     transcript_id: Annotated[int, Query(ge=1, le=INT32_MAX)],
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     kind: SummaryKind = SummaryKind.ABSTRACT,
 ) -> SummaryRead:
     """The newest summary of a transcript (of one kind, "abstract" by default)."""
-    return SummaryRead.model_validate(await service.latest_summary(session, transcript_id, kind))
+    return SummaryRead.model_validate(await service.latest_summary(db, transcript_id, kind))
 
 
 @summaries.get("/{summary_id}")
-async def read_summary(summary_id: PathId, session: ReadSessionDep) -> SummaryRead:
-    return SummaryRead.model_validate(await service.get_or_404(session, Summary, summary_id))
+async def read_summary(summary_id: PathId, db: ReadSessionDep) -> SummaryRead:
+    return SummaryRead.model_validate(await service.get_or_404(db, Summary, summary_id))
 
 
 @summaries.delete("/{summary_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_summary(summary_id: PathId, session: SessionDep) -> None:
-    await service.delete_row(session, Summary, summary_id)
+async def delete_summary(summary_id: PathId, db: SessionDep) -> None:
+    await service.delete_row(db, Summary, summary_id)
 
 
 async def _not_found(_request: Request, error: Exception) -> JSONResponse:

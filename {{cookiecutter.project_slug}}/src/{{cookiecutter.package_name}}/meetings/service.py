@@ -67,28 +67,28 @@ def not_found(model: type[Base], id_: int) -> NotFoundError:
 
 
 async def get_or_404(
-    session: AsyncSession, model: type[ModelT], id_: int, *, lock: bool = False
+    db: AsyncSession, model: type[ModelT], id_: int, *, lock: bool = False
 ) -> ModelT:
     """Load one row by primary key; ``lock`` holds it (FOR UPDATE) until the commit."""
-    row = await session.get(model, id_, with_for_update=lock or None)
+    row = await db.get(model, id_, with_for_update=lock or None)
     if row is None:
         raise not_found(model, id_)
     return row
 
 
-async def flush_or_conflict(session: AsyncSession, message: str) -> None:
+async def flush_or_conflict(db: AsyncSession, message: str) -> None:
     """Write pending changes; a constraint the database refuses becomes a ConflictError."""
     try:
-        await session.flush()
+        await db.flush()
     except IntegrityError as error:
         raise ConflictError(message) from error
 
 
 async def page(
-    session: AsyncSession, statement: Select[ModelT], offset: int, limit: int
+    db: AsyncSession, statement: Select[ModelT], offset: int, limit: int
 ) -> tuple[list[ModelT], int | None]:
     """One page of ``statement`` (which must have a stable ORDER BY) and the next offset."""
-    rows = list(await session.scalars(statement.offset(offset).limit(limit + 1)))
+    rows = list(await db.scalars(statement.offset(offset).limit(limit + 1)))
     return rows[:limit], (offset + limit if len(rows) > limit else None)
 
 
@@ -100,39 +100,39 @@ def _apply(row: Base, changes: dict[str, Any]) -> None:
 # --- rooms ----------------------------------------------------------------------------------
 
 
-async def _name_taken(session: AsyncSession, name: str) -> None:
-    if await session.scalar(select(Room.id).where(Room.name == name)) is not None:
+async def _name_taken(db: AsyncSession, name: str) -> None:
+    if await db.scalar(select(Room.id).where(Room.name == name)) is not None:
         raise ConflictError(f"a room named {name!r} already exists")
 
 
-async def create_room(session: AsyncSession, data: RoomCreate) -> Room:
-    await _name_taken(session, data.name)
+async def create_room(db: AsyncSession, data: RoomCreate) -> Room:
+    await _name_taken(db, data.name)
     room = Room(**data.model_dump())
-    session.add(room)
-    await flush_or_conflict(session, f"a room named {data.name!r} already exists")
+    db.add(room)
+    await flush_or_conflict(db, f"a room named {data.name!r} already exists")
     return room
 
 
-async def update_room(session: AsyncSession, room_id: int, data: RoomUpdate) -> Room:
-    room = await get_or_404(session, Room, room_id)
+async def update_room(db: AsyncSession, room_id: int, data: RoomUpdate) -> Room:
+    room = await get_or_404(db, Room, room_id)
     changes = data.changes()
     if "name" in changes and changes["name"] != room.name:
-        await _name_taken(session, changes["name"])
+        await _name_taken(db, changes["name"])
     _apply(room, changes)
-    await flush_or_conflict(session, f"a room named {room.name!r} already exists")
+    await flush_or_conflict(db, f"a room named {room.name!r} already exists")
     return room
 
 
-async def delete_room(session: AsyncSession, room_id: int) -> None:
+async def delete_room(db: AsyncSession, room_id: int) -> None:
     """Delete a room and its closed sessions; refused while it has transcripts or users."""
-    room = await get_or_404(session, Room, room_id, lock=True)
-    transcripts = await session.scalar(select(func.count()).where(Transcript.room_id == room_id))
+    room = await get_or_404(db, Room, room_id, lock=True)
+    transcripts = await db.scalar(select(func.count()).where(Transcript.room_id == room_id))
     if transcripts:
         raise ConflictError(f"room {room_id} has {transcripts} transcript(s); delete them first")
-    if await _open_sessions(session, room_id):
+    if await _open_sessions(db, room_id):
         raise ConflictError(f"room {room_id} has users in it; they must leave first")
-    await session.delete(room)
-    await flush_or_conflict(session, f"room {room_id} is in use; try again")
+    await db.delete(room)
+    await flush_or_conflict(db, f"room {room_id} is in use; try again")
 
 
 def rooms_query() -> Select[Room]:
@@ -142,18 +142,18 @@ def rooms_query() -> Select[Room]:
 # --- user sessions --------------------------------------------------------------------------
 
 
-async def _open_sessions(session: AsyncSession, room_id: int) -> int:
-    count = await session.scalar(
+async def _open_sessions(db: AsyncSession, room_id: int) -> int:
+    count = await db.scalar(
         select(func.count()).where(UserSession.room_id == room_id, UserSession.left_at.is_(None))
     )
     return count or 0
 
 
-async def join_room(session: AsyncSession, data: UserSessionCreate) -> UserSession:
+async def join_room(db: AsyncSession, data: UserSessionCreate) -> UserSession:
     """Open a session for a user in a room that has space and where they are not already."""
     # Locking the room makes concurrent joins to it take turns, so the capacity holds.
-    room = await get_or_404(session, Room, data.room_id, lock=True)
-    already = await session.scalar(
+    room = await get_or_404(db, Room, data.room_id, lock=True)
+    already = await db.scalar(
         select(UserSession.id).where(
             UserSession.room_id == room.id,
             UserSession.user_id == data.user_id,
@@ -164,19 +164,19 @@ async def join_room(session: AsyncSession, data: UserSessionCreate) -> UserSessi
         raise ConflictError(
             f"user {data.user_id!r} already has open session {already} in room {room.id}"
         )
-    if await _open_sessions(session, room.id) >= room.capacity:
+    if await _open_sessions(db, room.id) >= room.capacity:
         raise ConflictError(f"room {room.id} is full (capacity {room.capacity})")
     user_session = UserSession(user_id=data.user_id, room_id=room.id)
-    session.add(user_session)
+    db.add(user_session)
     await flush_or_conflict(
-        session, f"user {data.user_id!r} already has an open session in room {room.id}"
+        db, f"user {data.user_id!r} already has an open session in room {room.id}"
     )
     return user_session
 
 
-async def leave_room(session: AsyncSession, session_id: int) -> UserSession:
+async def leave_room(db: AsyncSession, session_id: int) -> UserSession:
     """Close an open session; closing it twice is a conflict."""
-    closed: UserSession | None = await session.scalar(
+    closed: UserSession | None = await db.scalar(
         update(UserSession)
         .where(UserSession.id == session_id, UserSession.left_at.is_(None))
         .values(left_at=utcnow())
@@ -184,7 +184,7 @@ async def leave_room(session: AsyncSession, session_id: int) -> UserSession:
         execution_options={"populate_existing": True},
     )
     if closed is None:
-        await get_or_404(session, UserSession, session_id)
+        await get_or_404(db, UserSession, session_id)
         raise ConflictError(f"user session {session_id} has already ended")
     return closed
 
@@ -206,25 +206,25 @@ def user_sessions_query(
 # --- transcripts ----------------------------------------------------------------------------
 
 
-async def create_transcript(session: AsyncSession, data: TranscriptCreate) -> Transcript:
-    await get_or_404(session, Room, data.room_id)
+async def create_transcript(db: AsyncSession, data: TranscriptCreate) -> Transcript:
+    await get_or_404(db, Room, data.room_id)
     if data.session_id is not None:
-        user_session = await get_or_404(session, UserSession, data.session_id)
+        user_session = await get_or_404(db, UserSession, data.session_id)
         if user_session.room_id != data.room_id:
             raise ConflictError(
                 f"user session {data.session_id} is in room {user_session.room_id}, "
                 f"not in room {data.room_id}"
             )
     transcript = Transcript(**data.model_dump())
-    session.add(transcript)
-    await flush_or_conflict(session, f"room {data.room_id} was deleted meanwhile")
+    db.add(transcript)
+    await flush_or_conflict(db, f"room {data.room_id} was deleted meanwhile")
     return transcript
 
 
 async def update_transcript(
-    session: AsyncSession, transcript_id: int, data: TranscriptUpdate
+    db: AsyncSession, transcript_id: int, data: TranscriptUpdate
 ) -> Transcript:
-    transcript = await get_or_404(session, Transcript, transcript_id, lock=True)
+    transcript = await get_or_404(db, Transcript, transcript_id, lock=True)
     changes = data.changes()
     if (
         transcript.status is TranscriptStatus.FINISHED
@@ -232,13 +232,13 @@ async def update_transcript(
     ):
         raise ConflictError(f"transcript {transcript_id} is finished and cannot be reopened")
     _apply(transcript, changes)
-    await session.flush()
+    await db.flush()
     return transcript
 
 
-async def delete_transcript(session: AsyncSession, transcript_id: int) -> None:
+async def delete_transcript(db: AsyncSession, transcript_id: int) -> None:
     """Delete a transcript with its segments and summaries (ON DELETE CASCADE)."""
-    deleted = await session.scalar(
+    deleted = await db.scalar(
         delete(Transcript).where(Transcript.id == transcript_id).returning(Transcript.id)
     )
     if deleted is None:
@@ -264,14 +264,14 @@ def transcripts_query(room_id: int | None, text: str | None) -> Select[Transcrip
     return statement
 
 
-async def recording_transcript(session: AsyncSession, transcript_id: int) -> Transcript:
+async def recording_transcript(db: AsyncSession, transcript_id: int) -> Transcript:
     """The transcript, held in "recording" until the caller's transaction ends.
 
     A shared lock (FOR SHARE): appends run side by side, but finishing the transcript waits
     for them, so no segment lands after the transcript is finished. SQLite needs no lock:
     its writers take turns anyway.
     """
-    transcript = await session.get(Transcript, transcript_id, with_for_update={"read": True})
+    transcript = await db.get(Transcript, transcript_id, with_for_update={"read": True})
     if transcript is None:
         raise not_found(Transcript, transcript_id)
     if transcript.status is not TranscriptStatus.RECORDING:
@@ -280,7 +280,7 @@ async def recording_transcript(session: AsyncSession, transcript_id: int) -> Tra
 
 
 async def append_segments(
-    session: AsyncSession, transcript_id: int, segments: list[SegmentCreate]
+    db: AsyncSession, transcript_id: int, segments: list[SegmentCreate]
 ) -> int:
     """Append a batch of segments; return the last sequence number.
 
@@ -293,18 +293,18 @@ async def append_segments(
     repeated = sorted({a for a, b in pairwise(sequences) if a == b})
     if repeated:
         raise ConflictError(f"sequence numbers repeated within the batch: {repeated}")
-    await recording_transcript(session, transcript_id)
+    await recording_transcript(db, transcript_id)
     rows = sorted(
         ({"transcript_id": transcript_id, **segment.model_dump()} for segment in segments),
         key=lambda row: row["sequence"],
     )
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
     statement = (
         dialect.insert(TranscriptSegment)
         .on_conflict_do_nothing()
         .returning(TranscriptSegment.sequence)
     )
-    stored = set(await session.scalars(statement, rows))
+    stored = set(await db.scalars(statement, rows))
     taken = [number for number in sequences if number not in stored]
     if taken:
         raise ConflictError(f"sequence numbers already in transcript {transcript_id}: {taken}")
@@ -312,7 +312,7 @@ async def append_segments(
 
 
 async def segments_page(
-    session: AsyncSession, transcript_id: int, after: int | None, limit: int
+    db: AsyncSession, transcript_id: int, after: int | None, limit: int
 ) -> tuple[list[TranscriptSegment], int | None]:
     """Up to ``limit`` segments after sequence ``after``, in order, and the next ``after``."""
     statement = (
@@ -323,7 +323,7 @@ async def segments_page(
     )
     if after is not None:
         statement = statement.where(TranscriptSegment.sequence > after)
-    rows = list(await session.scalars(statement))
+    rows = list(await db.scalars(statement))
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].sequence if more else None)
@@ -332,23 +332,23 @@ async def segments_page(
 # --- summaries ------------------------------------------------------------------------------
 
 
-async def create_summary(session: AsyncSession, data: SummaryCreate) -> Summary:
-    await get_or_404(session, Transcript, data.transcript_id)
+async def create_summary(db: AsyncSession, data: SummaryCreate) -> Summary:
+    await get_or_404(db, Transcript, data.transcript_id)
     summary = Summary(**data.model_dump())
-    session.add(summary)
-    await flush_or_conflict(session, f"transcript {data.transcript_id} was deleted meanwhile")
+    db.add(summary)
+    await flush_or_conflict(db, f"transcript {data.transcript_id} was deleted meanwhile")
     return summary
 
 
-async def latest_summary(session: AsyncSession, transcript_id: int, kind: SummaryKind) -> Summary:
-    summary = await session.scalar(
+async def latest_summary(db: AsyncSession, transcript_id: int, kind: SummaryKind) -> Summary:
+    summary = await db.scalar(
         select(Summary)
         .where(Summary.transcript_id == transcript_id, Summary.kind == kind)
         .order_by(Summary.id.desc())
         .limit(1)
     )
     if summary is None:
-        await get_or_404(session, Transcript, transcript_id)
+        await get_or_404(db, Transcript, transcript_id)
         raise NotFoundError(f"transcript {transcript_id} has no {kind.value} summary yet")
     return summary
 
@@ -363,7 +363,7 @@ def summaries_query(transcript_id: int | None, kind: SummaryKind | None) -> Sele
     return statement
 
 
-async def delete_row(session: AsyncSession, model: type[Base], id_: int) -> None:
-    row = await get_or_404(session, model, id_)
-    await session.delete(row)
-    await session.flush()
+async def delete_row(db: AsyncSession, model: type[Base], id_: int) -> None:
+    row = await get_or_404(db, model, id_)
+    await db.delete(row)
+    await db.flush()

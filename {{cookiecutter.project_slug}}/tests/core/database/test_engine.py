@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from {{ cookiecutter.package_name }}.core.database import dispose_engine, get_engine
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 
 from tests.harness import settings_for
 
@@ -24,7 +24,7 @@ def test_a_postgresql_engine_uses_the_pool_settings() -> None:
         database_pool_timeout=4.5,
         database_pool_recycle=60,
     )
-    engine = create_engine(settings)
+    engine = engine_from_settings(settings)
     pool: Any = engine.sync_engine.pool
     assert engine.url.drivername == "postgresql+asyncpg"
     assert (pool.size(), pool.timeout(), pool._recycle, pool._max_overflow) == (3, 4.5, 60, 2)
@@ -35,12 +35,12 @@ def test_a_postgresql_engine_uses_the_pool_settings() -> None:
 def test_a_sqlite_file_engine_uses_the_pool_settings_and_memory_one_connection(
     tmp_path: Path,
 ) -> None:
-    file_engine = create_engine(
+    file_engine = engine_from_settings(
         settings_for(f"sqlite:///{tmp_path / 'app.db'}", database_pool_size=7)
     )
     pool: Any = file_engine.sync_engine.pool
     assert (pool.size(), pool._max_overflow) == (7, 0)
-    memory_engine = create_engine(settings_for("sqlite://", database_pool_size=7))
+    memory_engine = engine_from_settings(settings_for("sqlite://", database_pool_size=7))
     assert isinstance(memory_engine.sync_engine.pool, StaticPool)
 
 
@@ -63,7 +63,7 @@ async def test_postgresql_connections_carry_the_service_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = settings_for("postgresql://svc:pw@db.invalid/app", app_name="Billing")
-    arguments = await connect_arguments(create_engine(settings), monkeypatch)
+    arguments = await connect_arguments(engine_from_settings(settings), monkeypatch)
     assert arguments["server_settings"] == {"application_name": "Billing"}
     assert "statement_cache_size" not in arguments
 
@@ -72,7 +72,7 @@ async def test_behind_pgbouncer_no_prepared_statement_outlives_its_transaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = settings_for("postgresql://svc:pw@bouncer/app", database_pgbouncer=True)
-    engine = create_engine(settings)
+    engine = engine_from_settings(settings)
     assert engine.url.query == {"prepared_statement_cache_size": "0"}
     arguments = await connect_arguments(engine, monkeypatch)
     assert arguments["statement_cache_size"] == 0
@@ -91,7 +91,7 @@ async def test_behind_pgbouncer_no_prepared_statement_outlives_its_transaction(
 async def test_a_failed_connection_is_a_database_error_naming_only_its_cause(
     url: str, cause: str
 ) -> None:
-    engine = create_engine(settings_for(url))
+    engine = engine_from_settings(settings_for(url))
     try:
         with pytest.raises(OperationalError) as caught:
             await engine.connect()

@@ -14,7 +14,7 @@ from {{ cookiecutter.package_name }}.core.config import (
     Settings,
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
+    engine_from_settings,
 )
 
 from tests.harness import settings_for, terminate_backends
@@ -39,7 +39,7 @@ def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def service_engine(settings: Settings, ping_after: float) -> AsyncEngine:
     """An engine like the service's, with one pooled connection to the run's database."""
     url = settings.database_url.get_secret_value()
-    return create_engine(
+    return engine_from_settings(
         settings_for(url, database_pool_size=1, database_pool_ping_after=ping_after)
     )
 

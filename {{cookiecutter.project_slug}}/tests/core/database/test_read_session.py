@@ -20,10 +20,10 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
+    engine_from_settings,
 )
 from {{ cookiecutter.package_name }}.core.database.session import (
-    get_read_sessionmaker,
+    get_database,
 )
 
 from tests.harness import in_transaction, serve, settings_for
@@ -35,7 +35,7 @@ async def test_a_read_session_sees_committed_rows_outside_any_transaction(
 ) -> None:
     async with session_scope() as session:
         session.add(Note(title="committed"))
-    async with get_read_sessionmaker()() as reader:
+    async with get_database().reads() as reader:
         assert await reader.scalar(select(Note.title)) == "committed"
         assert not await in_transaction(reader)
     async with session_scope() as writer:
@@ -60,7 +60,7 @@ async def orm_update(session: AsyncSession) -> None:
 async def test_a_read_session_refuses_to_write(
     committed_database: str, write: Callable[[AsyncSession], Awaitable[None]]
 ) -> None:
-    async with get_read_sessionmaker()() as reader:
+    async with get_database().reads() as reader:
         with pytest.raises(InvalidRequestError, match="read-only; use SessionDep to write"):
             await write(reader)
     async with session_scope() as session:
@@ -102,7 +102,7 @@ async def test_steady_load_above_the_pool_size_opens_no_new_connections(
 
     async def client() -> None:
         for _ in range(5):
-            async with get_read_sessionmaker()() as reader:
+            async with get_database().reads() as reader:
                 await reader.scalar(select(Note.title))
 
     await asyncio.gather(*(client() for _ in range(30)))
@@ -117,13 +117,13 @@ async def test_a_reader_does_not_wait_for_a_sqlite_writer(
     url = f"sqlite+aiosqlite:///{tmp_path / 'readers.db'}"
     environ.setenv("DATABASE_URL", url)
     environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "50")
-    writer = create_engine(settings_for(url))
+    writer = engine_from_settings(settings_for(url))
     try:
         async with writer.begin() as connection:
             await connection.run_sync(Note.metadata.create_all)
         async with writer.begin() as connection:  # BEGIN IMMEDIATE: holds the write lock
             await connection.execute(text("INSERT INTO test_note (title) VALUES ('pending')"))
-            async with get_read_sessionmaker()() as reader:
+            async with get_database().reads() as reader:
                 titles = list(await reader.scalars(select(Note.title)))
     finally:
         await writer.dispose()
@@ -136,7 +136,7 @@ async def test_behind_pgbouncer_a_read_session_keeps_its_transaction(
     # PgBouncer (transaction mode) may send each statement outside a transaction to another
     # server connection, and asyncpg's prepare and execute are two messages.
     environ.setenv("DATABASE_PGBOUNCER", "true")
-    async with get_read_sessionmaker()() as reader:
+    async with get_database().reads() as reader:
         await reader.scalar(select(Note.title))
         assert await in_transaction(reader)
 

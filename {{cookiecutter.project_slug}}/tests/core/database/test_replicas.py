@@ -22,19 +22,16 @@ from {{ cookiecutter.package_name }}.core.database import (
     get_engine,
     replicas,
 )
-from {{ cookiecutter.package_name }}.core.database import (
-    session as session_module,
-)
 from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
+    engine_from_settings,
 )
 from {{ cookiecutter.package_name }}.core.database.replicas import (
     ReadRouter,
     Replica,
     State,
-    get_read_router,
     known_lag,
 )
+from {{ cookiecutter.package_name }}.core.database.session import get_database
 from {{ cookiecutter.package_name }}.main import create_app
 
 from tests.harness import serve, settings_for
@@ -81,7 +78,7 @@ def test_read_urls_are_normalised_and_unused_with_sqlite() -> None:
 
 
 def router_with(*states: State) -> ReadRouter:
-    engine = create_engine(settings_for("postgresql://u:p@primary/app"))  # never connects
+    engine = engine_from_settings(settings_for("postgresql://u:p@primary/app"))  # never connects
     replicas = [Replica(f"replica-{n}", engine, state) for n, state in enumerate(states)]
     return ReadRouter(engine, replicas, max_lag=5.0)
 
@@ -107,7 +104,7 @@ async def test_with_sqlite_the_read_urls_are_ignored_and_reads_go_to_the_primary
 ) -> None:
     environ.setenv("DATABASE_URL", "sqlite+aiosqlite:///:memory:")
     environ.setenv("DATABASE_READ_URL", NOWHERE)
-    assert get_read_router() is None
+    assert get_database().router is None
     assert "DATABASE_READ_URL is ignored" in caplog.text
 
 
@@ -139,7 +136,7 @@ class Servers:
 
 @pytest.fixture
 def servers(monkeypatch: pytest.MonkeyPatch) -> Servers:
-    fake = Servers(create_engine(settings_for("postgresql://u:p@primary/app")))
+    fake = Servers(engine_from_settings(settings_for("postgresql://u:p@primary/app")))
 
     async def position(engine: AsyncEngine, _lsn: str) -> int | None:
         answer = fake.answers["primary" if engine is fake.primary else str(engine.url.host)]
@@ -152,7 +149,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Servers:
 
 
 def checked_router(servers: Servers, max_lag: float) -> ReadRouter:
-    replica = create_engine(settings_for("postgresql://u:p@replica-1/app"))
+    replica = engine_from_settings(settings_for("postgresql://u:p@replica-1/app"))
     return ReadRouter(servers.primary, [Replica("replica-1", replica)], max_lag=max_lag)
 
 
@@ -219,9 +216,9 @@ async def test_a_read_that_its_replica_fails_is_served_by_the_primary(
 ) -> None:
     # On either database: the replica (a PostgreSQL server that refuses connections) is up
     # by its last check, so the read goes there first, fails, and falls back.
-    replica = Replica("nowhere", create_engine(settings_for(NOWHERE)), "up")
+    replica = Replica("nowhere", engine_from_settings(settings_for(NOWHERE)), "up")
     router = ReadRouter(get_engine(), [replica], max_lag=5)
-    monkeypatch.setattr(session_module, "get_read_router", lambda: router)
+    monkeypatch.setattr(get_database(), "router", router)
     try:
         async with app_reading_notes() as client:
             answers = [await client.get("/notes") for _ in range(3)]
@@ -237,7 +234,7 @@ async def test_a_primary_named_as_a_replica_is_not_used(
 ) -> None:
     # Only a server replaying WAL is a replica; another primary would serve other data.
     environ.setenv("DATABASE_READ_URL", committed_database)
-    router = get_read_router()
+    router = get_database().router
     assert router is not None
     await router.check()
     assert states(router) == ["down"]
@@ -251,7 +248,7 @@ async def test_reads_go_to_a_replica_that_is_up_and_the_probe_reports_it(
     # The run's database stands in for a replica whose checks pass; the replica has a pool
     # of its own, so the connection it lends shows which server a read went to.
     environ.setenv("DATABASE_READ_URL", f"{committed_database},{NOWHERE}")
-    router = get_read_router()
+    router = get_database().router
     assert router is not None
     standing_in, _unreachable = router.replicas
     standing_in.state, standing_in.lag = "up", 0.0

@@ -19,11 +19,11 @@ from {{ cookiecutter.package_name }}.core.database import (
     session_scope,
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
-    create_engine,
+    engine_from_settings,
 )
 from {{ cookiecutter.package_name }}.core.database.session import (
+    get_database,
     get_session,
-    get_sessionmaker,
 )
 
 from tests.harness import (
@@ -189,7 +189,7 @@ async def test_get_session_uses_the_configured_database(
     session.add(Note(title="through get_session"))
     with pytest.raises(StopAsyncIteration):
         await anext(dependency)
-    async with get_sessionmaker()() as check:
+    async with get_database().sessions() as check:
         assert await count_notes(check) == 1
     assert get_engine().url.database == str(database)
     assert database.exists()
@@ -202,7 +202,7 @@ async def test_foreign_keys_are_enforced_on_every_backend(session: AsyncSession)
 
 
 async def test_in_memory_sqlite_is_shared_by_every_session() -> None:
-    engine = create_engine(settings_for("sqlite+aiosqlite:///:memory:"))
+    engine = engine_from_settings(settings_for("sqlite+aiosqlite:///:memory:"))
     try:
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)

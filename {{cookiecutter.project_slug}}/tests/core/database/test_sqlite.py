@@ -3,26 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from {{ cookiecutter.package_name }}.core.database import Base
-from {{ cookiecutter.package_name }}.core.database.engine import create_engine
+from {{ cookiecutter.package_name }}.core.database import Base, session_scope
+from {{ cookiecutter.package_name }}.core.database.engine import (
+    engine_from_settings,
+    unavailable_cause,
+)
+from {{ cookiecutter.package_name }}.core.database.session import get_database
+from {{ cookiecutter.package_name }}.core.database.sqlite import BUSY_SLICE_MS
 
 from tests.harness import settings_for
 from tests.models import Note
+
+PROJECT_ROOT = Path(__file__).parents[3]
 
 
 def file_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-async def test_a_file_database_uses_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
-    engine = create_engine(settings_for(file_url(tmp_path / "pragmas.db")))
+@pytest.fixture
+async def shared_sqlite_file(
+    environ: pytest.MonkeyPatch, sqlite_schema: Path, tmp_path: Path
+) -> AsyncIterator[str]:
+    """DATABASE_URL set to a SQLite file with every table, waiting at most 1 s for the write
+    lock; yields the URL, and checks the file's integrity at the end."""
+    url = file_url(Path(shutil.copy(sqlite_schema, tmp_path / "shared.db")))
+    environ.setenv("DATABASE_URL", url)
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "1000")
+    yield url
+    with sqlite3.connect(tmp_path / "shared.db") as check:
+        assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+async def stored_titles() -> set[str]:
+    async with get_database().reads() as db:
+        return set(await db.scalars(select(Note.title)))
+
+
+@pytest.mark.parametrize(("migrating", "busy_timeout"), [(False, BUSY_SLICE_MS), (True, 5000)])
+async def test_a_file_database_uses_wal_foreign_keys_and_a_busy_timeout(
+    tmp_path: Path, migrating: bool, busy_timeout: int
+) -> None:
+    # The service's writers wait for the lock in turns (WriteTurns), SQLite only briefly;
+    # Alembic waits in SQLite for the whole DATABASE_SQLITE_BUSY_TIMEOUT_MS.
+    settings = settings_for(file_url(tmp_path / "pragmas.db"))
+    engine = engine_from_settings(settings, migrating=migrating)
     try:
         async with engine.connect() as connection:
             pragmas = {
@@ -31,11 +68,15 @@ async def test_a_file_database_uses_wal_foreign_keys_and_a_busy_timeout(tmp_path
             }
     finally:
         await engine.dispose()
-    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000}
+    assert pragmas == {
+        "journal_mode": "wal",
+        "foreign_keys": 0 if migrating else 1,
+        "busy_timeout": busy_timeout,
+    }
 
 
 async def test_the_migration_engine_can_turn_foreign_keys_off(tmp_path: Path) -> None:
-    engine = create_engine(settings_for(file_url(tmp_path / "fk.db")), sqlite_foreign_keys=False)
+    engine = engine_from_settings(settings_for(file_url(tmp_path / "fk.db")), migrating=True)
     try:
         async with engine.connect() as connection:
             assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 0
@@ -44,7 +85,7 @@ async def test_the_migration_engine_can_turn_foreign_keys_off(tmp_path: Path) ->
 
 
 async def test_ddl_and_data_roll_back_together(tmp_path: Path) -> None:
-    engine = create_engine(settings_for(file_url(tmp_path / "ddl.db")))
+    engine = engine_from_settings(settings_for(file_url(tmp_path / "ddl.db")))
     try:
 
         async def create_then_fail() -> None:
@@ -66,8 +107,8 @@ async def test_ddl_and_data_roll_back_together(tmp_path: Path) -> None:
 
 async def test_begin_takes_the_write_lock_before_the_first_read(tmp_path: Path) -> None:
     url = file_url(tmp_path / "lock.db")
-    holder = create_engine(settings_for(url))
-    waiter = create_engine(settings_for(url, database_sqlite_busy_timeout_ms=50))
+    holder = engine_from_settings(settings_for(url))
+    waiter = engine_from_settings(settings_for(url, database_sqlite_busy_timeout_ms=50))
     try:
         async with holder.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
@@ -81,35 +122,30 @@ async def test_begin_takes_the_write_lock_before_the_first_read(tmp_path: Path) 
         await waiter.dispose()
 
 
-async def test_concurrent_read_then_write_transactions_never_hit_a_lock(tmp_path: Path) -> None:
-    engine = create_engine(settings_for(file_url(tmp_path / "busy.db")))
-    try:
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql(
-                "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)"
-            )
-            await connection.exec_driver_sql("INSERT INTO counter VALUES (1, 0)")
+async def test_concurrent_read_then_write_transactions_lose_no_update(
+    shared_sqlite_file: str,
+) -> None:
+    async with session_scope() as db:
+        await db.execute(text("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)"))
+        await db.execute(text("INSERT INTO counter VALUES (1, 0)"))
 
-        async def increment() -> None:
-            async with engine.begin() as connection:
-                value = (await connection.execute(text("SELECT n FROM counter"))).scalar_one()
-                await asyncio.sleep(0.001)
-                await connection.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
+    async def increment() -> None:
+        async with session_scope() as db:
+            value = (await db.execute(text("SELECT n FROM counter"))).scalar_one()
+            await asyncio.sleep(0.001)
+            await db.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
 
-        # BEGIN IMMEDIATE makes them queue; plain BEGIN fails most with "database is locked"
-        # or loses increments.
-        await asyncio.gather(*(increment() for _ in range(30)))
-        async with engine.connect() as connection:
-            total = (await connection.execute(text("SELECT n FROM counter"))).scalar_one()
-    finally:
-        await engine.dispose()
-    assert total == 30
+    # BEGIN IMMEDIATE makes them queue; plain BEGIN fails most with "database is locked"
+    # or loses increments.
+    await asyncio.gather(*(increment() for _ in range(30)))
+    async with session_scope() as db:
+        assert (await db.execute(text("SELECT n FROM counter"))).scalar_one() == 30
 
 
 async def test_url_options_reach_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "read-only.db"
     sqlite3.connect(path).close()
-    engine = create_engine(settings_for(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"))
+    engine = engine_from_settings(settings_for(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"))
     try:
         # mode=ro reached sqlite3: the first write (switching the file to WAL) is refused.
         with pytest.raises(OperationalError, match="readonly"):
@@ -117,3 +153,67 @@ async def test_url_options_reach_sqlite(tmp_path: Path) -> None:
                 await connection.execute(text("CREATE TABLE t (x INTEGER)"))
     finally:
         await engine.dispose()
+
+
+async def run_writers(*processes: tuple[str, int, int]) -> list[str]:
+    """Run each ``(tag, writers, rounds)`` of tests/sqlite_writers.py in a process of its own,
+    all at once and without coverage's tracer (timing matters); returns what failed."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])}
+    children = [
+        await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "tests.sqlite_writers", tag, str(writers), str(rounds)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for tag, writers, rounds in processes
+    ]
+    failures = []
+    for child in children:
+        output, _ = await asyncio.wait_for(child.communicate(), timeout=120)
+        if child.returncode:
+            failures.append(output.decode())
+    return failures
+
+
+@pytest.mark.slow
+async def test_ten_writers_and_five_readers_of_one_process_never_find_the_file_locked(
+    shared_sqlite_file: str,
+) -> None:
+    # Each write holds the lock a few milliseconds: waiting in SQLite's own busy handler,
+    # with its backoff of up to 100 ms a try, some waited past the 1 s busy timeout.
+    assert await run_writers(("here", 10, 10)) == []
+    assert len(await stored_titles()) == 100
+
+
+@pytest.mark.slow
+async def test_writers_of_two_processes_share_one_file_without_a_locked_database(
+    shared_sqlite_file: str,
+) -> None:
+    assert await run_writers(("here", 10, 5), ("there", 10, 5)) == []
+    titles = await stored_titles()
+    assert {title.split()[0] for title in titles} == {"here", "there"}
+    assert len(titles) == 100
+
+
+async def test_a_writer_waits_no_longer_than_the_busy_timeout_for_a_lock_held_longer(
+    shared_sqlite_file: str, environ: pytest.MonkeyPatch
+) -> None:
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "300")
+    holder = sqlite3.connect(shared_sqlite_file.removeprefix("sqlite+aiosqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked") as raised:
+            async with session_scope() as db:
+                db.add(Note(title="never"))
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert unavailable_cause(raised.value) == "locked"
+    assert 0.3 <= waited < 3  # the busy timeout, not SQLite's backoff nor forever
+    async with session_scope() as db:  # the lock is free again: writes go through
+        db.add(Note(title="later"))
+    assert await stored_titles() == {"later"}

@@ -2,9 +2,8 @@
 from the modules behind it)."""
 
 from .base import Base, UTCDateTime
-from .engine import dispose_engine, get_engine
 from .mixins import TimestampMixin, utcnow
-from .session import ReadSessionDep, SessionDep, session_scope
+from .session import ReadSessionDep, SessionDep, dispose_engine, get_engine, session_scope
 
 __all__ = [
     "Base",

@@ -1,10 +1,9 @@
-"""The async engine: created from the settings on first use, one per process."""
+"""Engines built from the settings; connection failures turned into database errors."""
 
 from __future__ import annotations
 
 import uuid
-from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy.exc
 from sqlalchemy import event
@@ -12,9 +11,9 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..config import Settings, get_settings
+from ..config import Settings
 from .liveness import check_connections_before_use
-from .sqlite import configure_sqlite
+from .sqlite import BUSY_SLICE_MS, configure_sqlite, in_memory
 
 # SQLSTATE classes that mean "the database cannot serve now", not "the request is wrong":
 # connection exception, invalid authorization, invalid catalog (no such database),
@@ -23,13 +22,15 @@ from .sqlite import configure_sqlite
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
-def create_engine(
-    settings: Settings, *, url: URL | None = None, sqlite_foreign_keys: bool = True
+def engine_from_settings(
+    settings: Settings, *, url: URL | None = None, migrating: bool = False
 ) -> AsyncEngine:
     """Create the engine that ``settings`` describe (for ``url``, a replica's, if given); no
     connection is opened yet.
 
-    Migrations turn ``sqlite_foreign_keys`` off: batch mode copies and drops tables.
+    ``migrating``: an engine for Alembic. On SQLite, foreign keys are off (batch mode copies
+    and drops tables) and SQLite itself waits out the busy timeout; the service's own
+    writers wait in turns instead, and SQLite only briefly (sqlite.WriteTurns).
     """
     url = url or settings.sqlalchemy_url
     pool = {
@@ -39,13 +40,14 @@ def create_engine(
         "pool_recycle": settings.database_pool_recycle,
     }
     if url.get_backend_name() == "sqlite":
-        memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        memory = in_memory(url)
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
         engine = create_async_engine(url, **({} if memory else pool))
+        busy_timeout_ms = settings.database_sqlite_busy_timeout_ms
         configure_sqlite(
             engine,
-            busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
-            foreign_keys=sqlite_foreign_keys,
+            busy_timeout_ms=busy_timeout_ms if migrating else min(busy_timeout_ms, BUSY_SLICE_MS),
+            foreign_keys=not migrating,
             file_database=not memory,
         )
     else:
@@ -79,35 +81,25 @@ def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str
         raise dialect.loaded_dbapi.OperationalError(message) from error
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """Whether ``error`` says the database cannot serve now (retry later), not a bug."""
-    if isinstance(error, OperationalError | sqlalchemy.exc.TimeoutError):  # the pool's
-        return True
-    if isinstance(error, DBAPIError):
-        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-        return error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
-    return False
+Cause = Literal["pool exhausted", "locked", "storage full", "unreachable"]
 
 
-@cache
-def get_engine() -> AsyncEngine:
-    """Return the service's engine, created on first use from the settings."""
-    return create_engine(get_settings())
-
-
-@cache
-def get_replica_engines() -> tuple[AsyncEngine, ...]:
-    """The engines of the read replicas (DATABASE_READ_URL), one pool each; none by default."""
-    settings = get_settings()
-    return tuple(create_engine(settings, url=url) for url in settings.read_urls)
-
-
-async def dispose_engine() -> None:
-    """Close the service's pooled connections, the replicas' included, and forget them."""
-    engines = [get_engine()] if get_engine.cache_info().currsize else []
-    if get_replica_engines.cache_info().currsize:
-        engines += get_replica_engines()
-    for engine in engines:
-        await engine.dispose()
-    get_engine.cache_clear()
-    get_replica_engines.cache_clear()
+def unavailable_cause(error: BaseException) -> Cause | None:
+    """Why the database cannot serve now, if ``error`` says so (retry later); None: a bug."""
+    if isinstance(error, sqlalchemy.exc.TimeoutError):  # the pool's, not the built-in
+        return "pool exhausted"
+    if not isinstance(error, DBAPIError):
+        return None
+    sqlite_error = str(getattr(error.orig, "sqlite_errorname", ""))
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    if sqlite_error == "SQLITE_FULL" or sqlstate == "53100":  # disk full
+        return "storage full"
+    if sqlite_error.startswith("SQLITE_BUSY"):  # waited past the busy timeout
+        return "locked"
+    if (
+        isinstance(error, OperationalError)
+        or error.connection_invalidated
+        or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    ):
+        return "unreachable"
+    return None

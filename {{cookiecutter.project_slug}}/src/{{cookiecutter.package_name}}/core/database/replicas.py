@@ -18,15 +18,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from ..config import get_settings
-from .engine import get_engine, get_replica_engines
 
 logger = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two checks of every server
@@ -112,27 +108,9 @@ async def position(engine: AsyncEngine, lsn: str) -> int | None:
     return None if value is None else int(value)
 
 
-@lru_cache(maxsize=1)
-def _router(primary: AsyncEngine) -> ReadRouter | None:
-    settings = get_settings()
-    if settings.database_read_url is not None and not settings.read_urls:
-        logger.warning("DATABASE_READ_URL is ignored: DATABASE_URL is not PostgreSQL")
-    replicas = [
-        Replica(f"{engine.url.host}:{engine.url.port or 5432}/{engine.url.database}", engine)
-        for engine in get_replica_engines()
-    ]
-    return ReadRouter(primary, replicas, settings.database_read_max_lag) if replicas else None
-
-
-def get_read_router() -> ReadRouter | None:
-    """The service's read router, or None when it reads from the primary only."""
-    return _router(get_engine())
-
-
 @asynccontextmanager
-async def watching_replicas() -> AsyncIterator[None]:
+async def watching_replicas(router: ReadRouter | None) -> AsyncIterator[None]:
     """Check the replicas in the background while the block runs (the app's lifespan)."""
-    router = get_read_router()
     if router is None:
         yield
         return

@@ -1,10 +1,13 @@
-"""Sessions: one per request that writes (SessionDep), read-only ones for reads (ReadSessionDep)."""
+"""The service's database, built once per process, and its sessions: SessionDep writes,
+ReadSessionDep reads (from a replica when one is up)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import lru_cache
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -13,33 +16,107 @@ from sqlalchemy.exc import InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from ..config import get_settings
-from .engine import get_engine, is_unavailable
-from .replicas import get_read_router
+from ..config import Settings, get_settings
+from .engine import engine_from_settings, unavailable_cause
+from .replicas import ReadRouter, Replica
+from .sqlite import WriteTurns
+
+logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
-def _sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+@dataclass
+class Database:
+    """What the service builds from its settings, once per process: the engines, the
+    session factories, the read router and, on a SQLite file, its writers' turns."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    reads: async_sessionmaker[AsyncSession]  # read-only, on the primary
+    router: ReadRouter | None = None  # None: every read goes to the primary
+    write_turns: WriteTurns | None = None  # SQLite files only
+    storage_full: bool = False  # the last write failed for want of space (/readyz says so)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        engine = engine_from_settings(settings)
+        if settings.database_read_url is not None and not settings.read_urls:
+            logger.warning("DATABASE_READ_URL is ignored: DATABASE_URL is not PostgreSQL")
+        replicas = [
+            Replica(
+                f"{url.host}:{url.port or 5432}/{url.database}",
+                engine_from_settings(settings, url=url),
+            )
+            for url in settings.read_urls
+        ]
+        return cls(
+            engine,
+            async_sessionmaker(engine, expire_on_commit=False),
+            read_only_sessionmaker(read_bind(engine, settings)),
+            ReadRouter(engine, replicas, settings.database_read_max_lag) if replicas else None,
+            WriteTurns.for_engine(engine, settings.database_sqlite_busy_timeout_ms),
+        )
+
+    async def dispose(self) -> None:
+        for replica in self.router.replicas if self.router is not None else []:
+            await replica.engine.dispose()
+        await self.engine.dispose()
 
 
-def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
-    """The service's session factory (objects stay loaded after commit)."""
-    return _sessionmaker(get_engine())
+@cache
+def get_database() -> Database:
+    """The service's database, built from the settings on first use."""
+    return Database.from_settings(get_settings())
+
+
+def get_engine() -> AsyncEngine:
+    """The service's engine (the primary's)."""
+    return get_database().engine
+
+
+async def dispose_engine() -> None:
+    """Close every pooled connection, the replicas' included, and forget all that was built
+    from the settings: the next use builds it afresh."""
+    if get_database.cache_info().currsize:
+        database = get_database()
+        get_database.cache_clear()
+        await database.dispose()
+
+
+def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """The engine reads run on: in autocommit, no BEGIN and no COMMIT, two round trips fewer.
+
+    Each statement sees what was committed when it started; one snapshot over several
+    statements needs SessionDep. Behind PgBouncer reads keep their transactions: asyncpg
+    prepares a statement in one message and runs it in the next, and only a transaction
+    keeps both on one server.
+    """
+    if settings.database_pgbouncer:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @asynccontextmanager
 async def session_scope(
     factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> AsyncIterator[AsyncSession]:
-    """Open a session; commit if the block succeeds, roll back if it raises, always close."""
-    async with (factory or get_sessionmaker())() as session:
+    """Open a session; commit if the block succeeds, roll back if it raises, always close.
+
+    On a SQLite file the service's writers take turns (sqlite.py): the block starts holding
+    the write lock, so no writer of this process waits inside SQLite.
+    """
+    database, turns = None, None
+    if factory is None:
+        database = get_database()
+        factory, turns = database.sessions, database.write_turns
+    async with factory() as session, turns.turn(session) if turns else nullcontext():
         try:
             yield session
         except BaseException:
             await session.rollback()
             raise
         await session.commit()
+    if database is not None and database.storage_full:
+        database.storage_full = False  # a write went through: there is space again
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
@@ -72,11 +149,12 @@ def _read(state: ORMExecuteState) -> Result[Any] | None:
     try:
         return state.invoke_statement()
     except SQLAlchemyError as error:  # a connection or pool failure, or a bug
-        if not is_unavailable(error):
+        if unavailable_cause(error) is None:
             raise
         router, replica, primary = state.session.info.pop("replica")
         router.set_state(replica, "down", f"a read failed: {type(error).__name__}")
-        state.session.bind = primary  # this and every later statement of the session
+        # This and every later statement of the session go to the primary.
+        state.session.bind = read_bind(primary, get_settings()).sync_engine
         return state.invoke_statement()
 
 
@@ -87,35 +165,18 @@ def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_session
     )
 
 
-@lru_cache(maxsize=16)
-def _read_bind(engine: AsyncEngine) -> AsyncEngine:
-    # Autocommit: no BEGIN and no COMMIT, two round trips fewer. Each statement sees what was
-    # committed when it started; one snapshot over several statements needs SessionDep.
-    # Behind PgBouncer reads keep their transactions: asyncpg prepares a statement in one
-    # message and runs it in the next, and only a transaction keeps both on one server.
-    if get_settings().database_pgbouncer:
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-@lru_cache(maxsize=16)
-def _read_sessions(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return read_only_sessionmaker(bind)
-
-
-def get_read_sessionmaker(engine: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
-    """The factory of read-only sessions on ``engine`` (default: the primary's)."""
-    return _read_sessions(_read_bind(engine or get_engine()))
-
-
 async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
-    router = get_read_router()
+    database = get_database()
+    router = database.router
     replica = router.pick() if router is not None else None
-    async with get_read_sessionmaker(replica.engine if replica else None)() as session:
-        if router is not None and replica is not None:
-            primary = _read_bind(get_engine()).sync_engine
-            session.info["replica"] = (router, replica, primary)
+    if replica is None:
+        async with database.reads() as session:
+            yield session
+        return
+    replica_reads = read_only_sessionmaker(read_bind(replica.engine, get_settings()))
+    async with replica_reads() as session:
+        session.info["replica"] = (router, replica, database.engine)
         yield session
 
 
