@@ -124,6 +124,13 @@ def shipped_head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def test_revision_files_sort_in_the_order_they_apply() -> None:
+    # Named by date (alembic.ini's file_template): the last file is the head.
+    script = ScriptDirectory.from_config(alembic_config())
+    applied = [Path(revision.path).name for revision in reversed(list(script.walk_revisions()))]
+    assert applied == sorted(applied)
+
+
 def test_alembic_ini_holds_no_database_url() -> None:
     parser = configparser.ConfigParser()
     parser.read(PROJECT_ROOT / "alembic.ini")
