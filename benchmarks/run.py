@@ -740,25 +740,49 @@ def stream(base: str, seconds: float, batch: int) -> tuple[float, float, float]:
     )
     created.raise_for_status()
     transcript = created.json()["id"]
-    reader = subprocess.Popen(
-        ["wrk", "-t1", "-c5", f"-d{round(seconds)}s", f"{base}/transcripts/{transcript}?limit=50"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    reader = ["-c5", f"{base}/transcripts/{transcript}?limit=50"]
+    rate, bad, p99, _, read_rate = appends_while_reading(
+        base, seconds, 10, batch, [transcript], reader
     )
-    rate, bad, p99, _ = wrk_latency(
-        base,
-        seconds,
-        connections=10,
-        script=HERE / "append.lua",
-        env={**os.environ, "BATCH": str(batch), "TRANSCRIPT": str(transcript)},
-    )
-    reads = reader.communicate(timeout=seconds + 30)[0]
-    read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
     page = httpx.get(f"{base}/transcripts/{transcript}", params={"limit": 1000}).json()
     if bad or not page["segments"]:
         raise SystemExit(f"B5 batch {batch} on {base}: {bad} failed appends")
     return rate, p99, read_rate
+
+
+def appends_while_reading(
+    base: str,
+    seconds: float,
+    writers: int,
+    batch: int,
+    transcripts: list[int],
+    reader: list[str],
+    reader_env: dict[str, str] | None = None,
+) -> tuple[float, int, float, int, float]:
+    """``writers`` connections appending ``batch`` segments at a time to ``transcripts`` in
+    turn, while another wrk (``reader``: its arguments) reads: appends/s, failed appends,
+    the appends' p99 (ms), appends answered, and reads/s."""
+    reading = subprocess.Popen(
+        ["wrk", "-t1", f"-d{round(seconds)}s", *reader],
+        env=reader_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rate, bad, p99, answered = wrk_latency(
+        base,
+        seconds,
+        connections=writers,
+        script=HERE / "append.lua",
+        env={
+            **os.environ,
+            "BATCH": str(batch),
+            "TRANSCRIPTS": ",".join(str(transcript) for transcript in transcripts),
+        },
+    )
+    reads = reading.communicate(timeout=seconds + 30)[0]
+    read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
+    return rate, bad, p99, answered, read_rate
 
 
 BIG_TRANSCRIPT = 100_000
@@ -905,37 +929,13 @@ def bench_sqlite_soak(project: Project, report: Report, seconds: float) -> None:
                 for n in range(20)
             ]
             paths = f"/transcripts/{transcripts[0]}?limit=200,/rooms/{room},/rooms?limit=20"
-            reader = subprocess.Popen(
-                [
-                    "wrk",
-                    "-t1",
-                    "-c20",
-                    f"-d{round(seconds)}s",
-                    "-s",
-                    str(HERE / "soak_read.lua"),
-                    base,
-                ],
-                env={**os.environ, "READ_PATHS": paths},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+            reader = ["-c20", "-s", str(HERE / "soak_read.lua"), base]
+            rate, bad, p99, answered, read_rate = appends_while_reading(
+                base, seconds, 20, batch, transcripts, reader, {**os.environ, "READ_PATHS": paths}
             )
-            rate, bad, p99, answered = wrk_latency(
-                base,
-                seconds,
-                connections=20,
-                script=HERE / "soak_append.lua",
-                env={
-                    **os.environ,
-                    "BATCH": str(batch),
-                    "TRANSCRIPTS": ",".join(map(str, transcripts)),
-                },
-            )
-            reads = reader.communicate(timeout=seconds + 30)[0]
         with sqlite3.connect(path) as check:
             stored = check.execute("SELECT count(*) FROM transcript_segments").fetchone()[0]
             intact = check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        read_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", reads).group(1))  # type: ignore[union-attr]
         acknowledged = (answered - bad) * batch
         report.add(
             Row(

@@ -377,7 +377,8 @@ from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
 from {package}.core.config import get_settings
 from {package}.core.database import dispose_engine
-from {package}.core.database.session import get_database, read_bind, read_only_sessionmaker
+from {package}.core.database.engine import read_bind
+from {package}.core.database.session import get_database, read_only_sessionmaker
 from {package}.meetings.models import Room
 
 

@@ -215,6 +215,49 @@ async def test_every_answer_to_an_unparsable_body_is_in_the_openapi_schema() -> 
     assert undocumented == []
 
 
+async def post_raw(base_url: str, head: bytes, body: bytes, chunks: int) -> tuple[bytes, int]:
+    """Send ``head``, then ``body`` up to ``chunks`` times, stopping as soon as the server
+    answers; return the answer's status line and how many chunks went out."""
+    address = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    sent = 0
+    try:
+        writer.write(head)
+        answer = asyncio.create_task(reader.readline())
+        while sent < chunks and not answer.done():
+            writer.write(body)
+            await writer.drain()
+            sent += 1
+            await asyncio.sleep(0)
+        return await asyncio.wait_for(answer, timeout=30), sent
+    finally:
+        writer.close()
+
+
+async def test_a_body_over_the_limit_is_a_413_before_it_is_read_whole(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    # Declared too big: the answer comes before the body. 100 MB are announced; 1 MB is sent
+    # at most (a server that waited for the whole body would never answer in time).
+    environ.setenv("MAX_REQUEST_BODY_BYTES", "1000000")
+    application = app_with_a_body_route()
+    declared = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    async with served(application) as base_url:
+        status, _ = await post_raw(
+            base_url, declared + b"Content-Length: 100000000\r\n\r\n", b"x" * 10_000, 100
+        )
+        # Not declared (chunked): refused once the bytes received pass the limit.
+        chunk = b"%x\r\n%s\r\n" % (64_000, b"x" * 64_000)
+        chunked, sent = await post_raw(
+            base_url, declared + b"Transfer-Encoding: chunked\r\n\r\n", chunk, 1_000
+        )
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked
+    assert sent < 100  # 64 MB were on offer: the server stopped reading near 1 MB
+    documented = application.openapi()["paths"]["/echo"]["post"]["responses"]["413"]
+    assert documented["description"] == "The body is over 1,000,000 bytes (MAX_REQUEST_BODY_BYTES)"
+
+
 async def test_cors_answers_only_the_configured_origins(environ: pytest.MonkeyPatch) -> None:
     preflight = {
         "Origin": "https://app.example.com",

@@ -60,6 +60,8 @@ def create_app() -> FastAPI:
         title=settings.app_name,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        # FastAPI's own limit: 413 as soon as Content-Length, or the bytes received, exceed it.
+        max_body_size=settings.max_request_body_bytes,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -106,7 +108,7 @@ def create_app() -> FastAPI:
 {% if cookiecutter.example_domain == "meetings" %}
     add_meetings_api(app)
 {% endif %}
-    document_unparsable_bodies(app)
+    document_unparsable_bodies(app, settings.max_request_body_bytes)
     return app
 
 

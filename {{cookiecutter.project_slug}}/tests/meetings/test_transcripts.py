@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.meetings.schemas import MAX_BATCH, SEGMENT_TEXT_LENGTH
 
 from tests.meetings.api import Json, post, segment
 
@@ -125,6 +130,27 @@ async def test_a_finished_transcript_takes_no_segments_and_cannot_reopen(
     reopen = await client.patch(url, json={"status": "recording"})
     assert reopen.status_code == 409
     assert (await client.patch(url, json={"title": "Renamed"})).status_code == 200
+
+
+@pytest.mark.slow
+async def test_the_largest_valid_batch_fits_the_request_body_limit(
+    client: httpx.AsyncClient, transcript: Json
+) -> None:
+    # 1,000 segments of 4,000 characters of 4 bytes each in UTF-8: about 16 MB, under 16 MiB.
+    text = "\N{GRINNING FACE}" * SEGMENT_TEXT_LENGTH
+    batch = [{**segment(n), "text": text} for n in range(MAX_BATCH)]
+    body = json.dumps(batch, ensure_ascii=False).encode()
+    assert len(body) <= Settings.model_fields["max_request_body_bytes"].default
+    response = await client.post(
+        f"/transcripts/{transcript['id']}/segments",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 201, response.text[:200]
+    assert response.json()["appended"] == MAX_BATCH
+    too_long = [{**segment(MAX_BATCH), "text": text + "x"}]
+    refused = await client.post(f"/transcripts/{transcript['id']}/segments", json=too_long)
+    assert refused.status_code == 422
 
 
 async def test_appending_to_a_missing_transcript_is_a_404(client: httpx.AsyncClient) -> None:

@@ -125,6 +125,64 @@ async def test_bad_paths_and_queries_are_422(client: httpx.AsyncClient, url: str
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("DELETE", "/transcripts/{id}.0"),
+        ("GET", "/transcripts/{id}.0"),
+        ("GET", "/rooms/{room}.0"),
+        ("GET", "/rooms/true"),
+        ("GET", "/rooms/%20{room}"),
+        ("GET", "/rooms/+{room}"),
+        ("GET", "/rooms/\u0661"),  # ARABIC-INDIC DIGIT ONE: a digit to Python, not to a client
+        ("GET", "/transcripts?room_id={room}.0"),
+        ("GET", "/transcripts?room_id=true"),
+        ("GET", "/rooms?limit=5.0"),
+        ("GET", "/transcripts/{id}?after=0.0"),
+    ],
+)
+async def test_identifiers_and_counts_in_paths_and_queries_are_whole_numbers_only(
+    client: httpx.AsyncClient, transcript: Json, method: str, url: str
+) -> None:
+    target = url.format(id=transcript["id"], room=transcript["room_id"])
+    response = await client.request(method, target)
+    assert response.status_code == 422, response.text
+    assert "whole number" in detail(response)
+    assert (await client.get(f"/transcripts/{transcript['id']}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/rooms", {"name": "bool", "capacity": True}),
+        ("/rooms", {"name": "float", "capacity": 2.0}),
+        ("/rooms", {"name": "text", "capacity": "2"}),
+        ("/transcripts", {"room_id": True, "title": "t", "language": "en"}),
+        ("/transcripts", {"room_id": 1.0, "title": "t", "language": "en"}),
+    ],
+)
+async def test_integer_fields_of_bodies_take_integers_only(
+    client: httpx.AsyncClient, path: str, body: Json
+) -> None:
+    await client.post("/rooms", json={"name": "room one", "capacity": 3})
+    response = await client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert "valid integer" in detail(response)
+
+
+@pytest.mark.parametrize(
+    "change", [{"end_ms": False}, {"start_ms": 0.0}, {"sequence": True}, {"sequence": "1"}]
+)
+async def test_integer_fields_of_segments_take_integers_only(
+    client: httpx.AsyncClient, transcript: Json, change: Json
+) -> None:
+    response = await client.post(
+        f"/transcripts/{transcript['id']}/segments", json=[{**segment(0), **change}]
+    )
+    assert response.status_code == 422, response.text
+    assert (await client.get(f"/transcripts/{transcript['id']}")).json()["segments"] == []
+
+
 def meetings_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the meetings API, path parameters filled with a huge id."""
     found = []

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=30.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     # Check a pooled PostgreSQL connection before use: locally, plus a round trip if it
-    # idled longer than DATABASE_POOL_PING_AFTER seconds (see core/database/liveness.py).
+    # idled longer than DATABASE_POOL_PING_AFTER seconds (see core/database/engine.py).
     # Not SQLAlchemy's pool_pre_ping, which makes three round trips on every checkout.
     database_pool_check_connections: bool = True
     database_pool_ping_after: float = Field(default=30.0, ge=0)
@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     # A replica known to lag further behind the primary (seconds) gets no reads until it
     # catches up.
     database_read_max_lag: float = Field(default=5.0, gt=0)
+    # Request bodies over this many bytes are refused with 413 before they are read whole.
+    max_request_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     # Logging: DEBUG, INFO, WARNING, ERROR; "console" for people, "json" (one object per
     # line) for a log pipeline.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

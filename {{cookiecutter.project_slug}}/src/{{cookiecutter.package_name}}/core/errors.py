@@ -105,30 +105,29 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     sqlalchemy.exc.DBAPIError: database_error,
 }
 
-BODY_NOT_PARSED = {
-    "description": "The body could not be parsed: not UTF-8, or nested too deeply",
-    "content": {
-        "application/json": {
-            "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
-        }
-    },
+DETAIL = {
+    "application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}
 }
 
 
-def document_unparsable_bodies(app: FastAPI) -> None:
-    """Add to the OpenAPI schema the 400 that FastAPI answers to a body it cannot parse.
-
-    JSON that does not decode is a 422 like any invalid input, but a body that is not UTF-8
-    or nests too deeply gets a 400 that FastAPI leaves out of the schema of every route.
-    """
+def document_unparsable_bodies(app: FastAPI, max_body_bytes: int) -> None:
+    """Add to the OpenAPI schema of every route with a body the 400 that FastAPI answers to
+    a body it cannot parse (not UTF-8, nested too deeply; JSON that does not decode is a
+    422), and the 413 for a body over MAX_REQUEST_BODY_BYTES; FastAPI leaves both out."""
     generate = app.openapi
+    answers = {
+        "400": "The body could not be parsed: not UTF-8, or nested too deeply",
+        "413": f"The body is over {max_body_bytes:,} bytes (MAX_REQUEST_BODY_BYTES)",
+    }
 
     def openapi() -> dict[str, Any]:
         schema = generate()
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 if "requestBody" in operation:
-                    operation["responses"].setdefault("400", BODY_NOT_PARSED)
+                    for code, description in answers.items():
+                        answer = {"description": description, "content": DETAIL}
+                        operation["responses"].setdefault(code, answer)
         return schema
 
     # FastAPI's documented way to extend the schema: https://fastapi.tiangolo.com/how-to/extending-openapi/

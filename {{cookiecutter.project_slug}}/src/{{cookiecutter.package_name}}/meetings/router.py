@@ -35,11 +35,13 @@ from .schemas import (
     UserSessionCreate,
     UserSessionPage,
     UserSessionRead,
+    WholeNumber,
 )
 
-PathId = Annotated[int, Path(ge=1, le=INT32_MAX)]
-Offset = Annotated[int, Query(ge=0, le=INT32_MAX)]
-Limit = Annotated[int, Query(ge=1, le=100)]
+PathId = Annotated[int, Path(ge=1, le=INT32_MAX), WholeNumber]
+QueryId = Annotated[int, Query(ge=1, le=INT32_MAX), WholeNumber]
+Offset = Annotated[int, Query(ge=0, le=INT32_MAX), WholeNumber]
+Limit = Annotated[int, Query(ge=1, le=100), WholeNumber]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "Not found"},
     status.HTTP_409_CONFLICT: {"description": "Conflicts with what is stored"},
@@ -96,7 +98,7 @@ async def join_room(data: UserSessionCreate, db: SessionDep) -> UserSessionRead:
 @sessions.get("")
 async def list_sessions(
     db: ReadSessionDep,
-    room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    room_id: QueryId | None = None,
     user_id: UserId | None = None,
     is_open: Annotated[bool | None, Query(alias="open")] = None,
     offset: Offset = 0,
@@ -124,7 +126,7 @@ async def create_transcript(data: TranscriptCreate, db: SessionDep) -> Transcrip
 @transcripts.get("")
 async def list_transcripts(
     db: ReadSessionDep,
-    room_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    room_id: QueryId | None = None,
     q: Annotated[
         SearchText | None, Query(description="text the title or a segment contains")
     ] = None,
@@ -139,8 +141,8 @@ async def list_transcripts(
 async def read_transcript(
     transcript_id: PathId,
     db: ReadSessionDep,
-    after: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    after: Offset | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000), WholeNumber] = 200,
 ) -> TranscriptWithSegments:
     """The transcript and its segments after sequence ``after``, in order."""
     transcript = await service.get_or_404(db, Transcript, transcript_id)
@@ -185,7 +187,7 @@ async def create_summary(data: SummaryCreate, db: SessionDep) -> SummaryRead:
 @summaries.get("")
 async def list_summaries(
     db: ReadSessionDep,
-    transcript_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    transcript_id: QueryId | None = None,
     kind: SummaryKind | None = None,
     offset: Offset = 0,
     limit: Limit = 50,
@@ -198,7 +200,7 @@ async def list_summaries(
 # Declared before /{summary_id}, which would otherwise take "latest" for an id.
 @summaries.get("/latest")
 async def latest_summary(
-    transcript_id: Annotated[int, Query(ge=1, le=INT32_MAX)],
+    transcript_id: QueryId,
     db: ReadSessionDep,
     kind: SummaryKind = SummaryKind.ABSTRACT,
 ) -> SummaryRead:

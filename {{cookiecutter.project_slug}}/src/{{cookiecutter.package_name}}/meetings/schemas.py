@@ -7,12 +7,14 @@ a 500. Pydantic itself refuses unpaired surrogates in constrained strings.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -31,6 +33,10 @@ from .models import (
 INT32_MAX = 2**31 - 1
 MAX_BATCH = 1000
 TEXT_LENGTH = 100_000
+# A segment is one utterance: 4,000 characters is minutes of speech. The largest valid batch
+# (1,000 of them, up to 4 bytes a character in UTF-8) fits in the default request body limit
+# (MAX_REQUEST_BODY_BYTES, 16 MiB).
+SEGMENT_TEXT_LENGTH = 4_000
 
 
 def storable(value: str) -> str:
@@ -51,14 +57,29 @@ Title = Annotated[str, text_of(NAME_LENGTH * 2), Storable]
 UserId = Annotated[str, text_of(USER_ID_LENGTH), Storable]
 ModelName = Annotated[str, text_of(MODEL_LENGTH), Storable]
 Body = Annotated[str, text_of(TEXT_LENGTH), Storable]
+SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH), Storable]
 SearchText = Annotated[str, text_of(NAME_LENGTH), Storable]
 # A BCP 47 language tag such as "en", "pt-BR" or "zh-Hant-TW".
 Language = Annotated[
     str,
     StringConstraints(max_length=LANGUAGE_LENGTH, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
 ]
-Id = Annotated[int, Field(ge=1, le=INT32_MAX)]
-Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX)]
+# Integers only: JSON's true, 1.0 and "1" are refused (strict), not read as 1.
+Id = Annotated[int, Field(ge=1, le=INT32_MAX, strict=True)]
+Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
+SequenceNumber = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
+Capacity = Annotated[int, Field(ge=1, le=100_000, strict=True)]
+
+
+def whole_number(value: object) -> object:
+    """Refuse a path or query value that is not plain decimal digits ("1.0", "true", " 1")."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value):
+        raise ValueError("must be a whole number, such as 42")
+    return value
+
+
+# For identifiers and counts in paths and queries, which arrive as text.
+WholeNumber = BeforeValidator(whole_number)
 
 
 class Schema(BaseModel):
@@ -92,14 +113,14 @@ class Page(Schema):
 
 class RoomCreate(Schema):
     name: Name
-    capacity: Annotated[int, Field(ge=1, le=100_000)]
+    capacity: Capacity
     description: Body | None = None
 
 
 class RoomUpdate(Patch):
     nullable: ClassVar[frozenset[str]] = frozenset({"description"})
     name: Name | None = None
-    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    capacity: Capacity | None = None
     description: Body | None = None
 
 
@@ -162,11 +183,11 @@ class TranscriptPage(Page):
 
 
 class SegmentCreate(Schema):
-    sequence: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    sequence: SequenceNumber
     speaker: Name
     start_ms: Milliseconds
     end_ms: Milliseconds
-    text: Body
+    text: SegmentText
 
     @model_validator(mode="after")
     def _times_ordered(self) -> Self:

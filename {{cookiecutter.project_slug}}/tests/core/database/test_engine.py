@@ -28,7 +28,7 @@ def test_a_postgresql_engine_uses_the_pool_settings() -> None:
     pool: Any = engine.sync_engine.pool
     assert engine.url.drivername == "postgresql+asyncpg"
     assert (pool.size(), pool.timeout(), pool._recycle, pool._max_overflow) == (3, 4.5, 60, 2)
-    # Not SQLAlchemy's pre-ping (three round trips): core/database/liveness.py checks instead.
+    # Not SQLAlchemy's pre-ping (three round trips): core/database/engine.py checks instead.
     assert pool._pre_ping is False
 
 

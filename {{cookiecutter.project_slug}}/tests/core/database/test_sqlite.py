@@ -25,6 +25,7 @@ from {{ cookiecutter.package_name }}.core.database.sqlite import BUSY_SLICE_MS
 
 from tests.harness import settings_for
 from tests.models import Note
+from tests.sqlite_writers import HOLD
 
 PROJECT_ROOT = Path(__file__).parents[3]
 
@@ -155,10 +156,26 @@ async def test_url_options_reach_sqlite(tmp_path: Path) -> None:
         await engine.dispose()
 
 
+async def busy_timeout_ms(queued: int) -> int:
+    """1 s, or more on a machine so loaded that ``queued`` writes one after another (each a
+    read, a pause, an insert) would take longer than a quarter of it."""
+    started = time.monotonic()
+    for number in range(3):
+        async with session_scope() as db:
+            await db.scalar(select(Note.id).limit(1))
+            await asyncio.sleep(HOLD)
+            db.add(Note(title=f"alone {number}"))
+    return max(1000, round(4 * queued * (time.monotonic() - started) / 3 * 1000))
+
+
 async def run_writers(*processes: tuple[str, int, int]) -> list[str]:
     """Run each ``(tag, writers, rounds)`` of tests/sqlite_writers.py in a process of its own,
     all at once and without coverage's tracer (timing matters); returns what failed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(["src", "."]),
+        "DATABASE_SQLITE_BUSY_TIMEOUT_MS": str(await busy_timeout_ms(max(p[1] for p in processes))),
+    }
     children = [
         await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "tests.sqlite_writers", tag, str(writers), str(rounds)],
@@ -184,17 +201,16 @@ async def test_ten_writers_and_five_readers_of_one_process_never_find_the_file_l
     # Each write holds the lock a few milliseconds: waiting in SQLite's own busy handler,
     # with its backoff of up to 100 ms a try, some waited past the 1 s busy timeout.
     assert await run_writers(("here", 10, 10)) == []
-    assert len(await stored_titles()) == 100
+    assert len({title for title in await stored_titles() if title.startswith("here")}) == 100
 
 
 @pytest.mark.slow
 async def test_writers_of_two_processes_share_one_file_without_a_locked_database(
     shared_sqlite_file: str,
 ) -> None:
-    assert await run_writers(("here", 10, 5), ("there", 10, 5)) == []
+    assert await run_writers(("here", 5, 10), ("there", 5, 10)) == []
     titles = await stored_titles()
-    assert {title.split()[0] for title in titles} == {"here", "there"}
-    assert len(titles) == 100
+    assert len({title for title in titles if title.split()[0] in ("here", "there")}) == 100
 
 
 async def test_a_writer_waits_no_longer_than_the_busy_timeout_for_a_lock_held_longer(

@@ -1,5 +1,4 @@
-"""The database layer's public API (the harness and migrations import their plumbing
-from the modules behind it)."""
+"""The database layer's public API (tests and migrations also use the modules behind it)."""
 
 from .base import Base, UTCDateTime
 from .mixins import TimestampMixin, utcnow

@@ -11,9 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-# Named constraints let Alembic create, and later drop or alter, each one by name
-# (SQLite batch mode cannot drop an unnamed constraint).
-# https://alembic.sqlalchemy.org/en/latest/naming.html
+# Named constraints, so that Alembic can drop or alter each by name (SQLite batch mode cannot
+# drop an unnamed one). https://alembic.sqlalchemy.org/en/latest/naming.html
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -30,11 +29,8 @@ BigIntegerKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and read back as an aware UTC datetime, on every database.
-
-    SQLite drops time zones (it returns naive values); PostgreSQL has timestamptz. Naive
-    datetimes are refused, since their zone can only be guessed.
-    """
+    """A timestamp stored in UTC and read back aware, on every database (SQLite drops time
+    zones). Naive datetimes are refused: their zone can only be guessed."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -43,10 +39,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.utcoffset() is None:
-            raise ValueError(
-                f"naive datetime {value.isoformat()} has no time zone; "
-                "pass an aware value such as datetime.now(UTC)"
-            )
+            raise ValueError(f"naive datetime {value.isoformat()}: give it a time zone")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

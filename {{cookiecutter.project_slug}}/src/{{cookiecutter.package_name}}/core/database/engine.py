@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Literal
 
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..config import Settings
-from .liveness import check_connections_before_use
-from .sqlite import BUSY_SLICE_MS, configure_sqlite, in_memory
+from .sqlite import configure_sqlite
 
-# SQLSTATE classes that mean "the database cannot serve now", not "the request is wrong":
-# connection exception, invalid authorization, invalid catalog (no such database),
-# insufficient resources (too many connections), operator intervention (shutting down).
-# https://www.postgresql.org/docs/current/errcodes-appendix.html
+# SQLSTATE classes of "cannot serve now": connection, authorization, no such database,
+# insufficient resources, shutdown. https://www.postgresql.org/docs/current/errcodes-appendix.html
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
 def engine_from_settings(
     settings: Settings, *, url: URL | None = None, migrating: bool = False
 ) -> AsyncEngine:
-    """Create the engine that ``settings`` describe (for ``url``, a replica's, if given); no
-    connection is opened yet.
-
-    ``migrating``: an engine for Alembic. On SQLite, foreign keys are off (batch mode copies
-    and drops tables) and SQLite itself waits out the busy timeout; the service's own
-    writers wait in turns instead, and SQLite only briefly (sqlite.WriteTurns).
-    """
+    """The engine ``settings`` describe (for ``url``, a replica's), not connected yet.
+    ``migrating`` (Alembic) on SQLite: foreign keys off for batch mode, and SQLite waits out
+    the busy timeout itself, where the service's writers take turns (sqlite.WriteTurns)."""
     url = url or settings.sqlalchemy_url
     pool = {
         "pool_size": settings.database_pool_size,
@@ -40,22 +35,15 @@ def engine_from_settings(
         "pool_recycle": settings.database_pool_recycle,
     }
     if url.get_backend_name() == "sqlite":
-        memory = in_memory(url)
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
+        memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
         engine = create_async_engine(url, **({} if memory else pool))
-        busy_timeout_ms = settings.database_sqlite_busy_timeout_ms
-        configure_sqlite(
-            engine,
-            busy_timeout_ms=busy_timeout_ms if migrating else min(busy_timeout_ms, BUSY_SLICE_MS),
-            foreign_keys=not migrating,
-            file_database=not memory,
-        )
+        configure_sqlite(engine, settings.database_sqlite_busy_timeout_ms, migrating, memory)
     else:
         # The service's name in pg_stat_activity, to tell its connections apart.
         connect_args: dict[str, Any] = {"server_settings": {"application_name": settings.app_name}}
         if settings.database_pgbouncer:
-            # asyncpg's cached prepared statements would meet the wrong server connection:
-            # 'prepared statement "..." does not exist'. No caches, and unique names.
+            # No cached prepared statements, unique names: they would meet the wrong server.
             # https://docs.sqlalchemy.org/en/21/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
             connect_args["statement_cache_size"] = 0
@@ -68,16 +56,12 @@ def engine_from_settings(
 
 
 def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
-    """Connect; a network failure becomes the driver's OperationalError, a database error.
-
-    asyncpg raises plain OSError (socket.gaierror for a host that does not resolve, a refused
-    connection, ...) or TimeoutError, which SQLAlchemy passes through unwrapped.
-    """
+    """Connect; asyncpg's OSError (socket.gaierror, refused, ...) or TimeoutError, which
+    SQLAlchemy passes through unwrapped, becomes the driver's OperationalError."""
     try:
         return dialect.connect(*cargs, **cparams)
     except (OSError, TimeoutError) as error:
-        # The type only: the message can hold the host name.
-        message = f"cannot connect to the database: {type(error).__name__}"
+        message = f"cannot connect to the database: {type(error).__name__}"  # no host name
         raise dialect.loaded_dbapi.OperationalError(message) from error
 
 
@@ -96,10 +80,35 @@ def unavailable_cause(error: BaseException) -> Cause | None:
         return "storage full"
     if sqlite_error.startswith("SQLITE_BUSY"):  # waited past the busy timeout
         return "locked"
-    if (
-        isinstance(error, OperationalError)
-        or error.connection_invalidated
-        or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
-    ):
-        return "unreachable"
-    return None
+    unreachable = error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return "unreachable" if unreachable or isinstance(error, OperationalError) else None
+
+
+def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """``engine`` for reads, in autocommit (no BEGIN, no COMMIT); not behind PgBouncer, where
+    asyncpg prepares a statement in one message and runs it in the next, and only a
+    transaction keeps both on one server."""
+    if settings.database_pgbouncer:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> None:
+    """Replace a dead pooled PostgreSQL connection before use: a closed one is known for free,
+    one idle over ``ping_after`` s gets a ping (not pool_pre_ping's three round trips)."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle = time.monotonic() - record.info.get("last_used", 0.0)
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this connection")
+        if idle > ping_after:
+            try:
+                dbapi_connection.ping()
+            except Exception as error:
+                raise DisconnectionError("this connection did not answer a ping") from error
+
+    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _mark_used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["last_used"] = time.monotonic()

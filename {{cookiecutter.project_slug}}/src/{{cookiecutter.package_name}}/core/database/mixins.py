@@ -14,12 +14,9 @@ from .base import UTCDateTime
 
 
 class utcnow(FunctionElement[datetime]):
-    """The current UTC time, computed by the database (for server defaults and raw SQL).
-
-    PostgreSQL: statement_timestamp(), not CURRENT_TIMESTAMP, which is frozen at the start of
-    the transaction. SQLite: STRFTIME with %f, for milliseconds rather than whole seconds.
-    https://docs.sqlalchemy.org/en/21/core/compiler.html#utc-timestamp-function
-    """
+    """The current UTC time, by the database: statement_timestamp() on PostgreSQL (not the
+    transaction's start), milliseconds on SQLite.
+    https://docs.sqlalchemy.org/en/21/core/compiler.html#utc-timestamp-function"""
 
     type = UTCDateTime()
     inherit_cache = True
@@ -40,12 +37,8 @@ def _now() -> datetime:
 
 
 class TimestampMixin:
-    """``created_at`` and ``updated_at``, aware UTC, set by every ORM or Core write.
-
-    Computed in Python, so they are known without reading them back (no RETURNING, nothing
-    for a model's ``__mapper_args__`` to switch off). The server defaults fill rows written
-    by raw SQL or existing when a migration adds the columns.
-    """
+    """``created_at`` and ``updated_at``, aware UTC, set by every ORM or Core write (in
+    Python: no RETURNING), and by the server for raw SQL and existing rows."""
 
     created_at: Mapped[datetime] = mapped_column(default=_now, server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(

@@ -1,11 +1,10 @@
 """Reads from PostgreSQL streaming replicas (DATABASE_READ_URL), with a lag guard and failover.
 
-Each worker process checks its servers in the background, about once a second, never per
-request: the primary's WAL position, and how far each replica has replayed. A replica is
-known to lag by the time since the primary first wrote WAL it has not replayed yet, so an
-idle primary never makes a caught-up replica look late. ReadSessionDep takes a replica that
-is up and within DATABASE_READ_MAX_LAG, in turn; a replica that fails a read or a check is
-out at once (the read is retried on the primary), and back after its next good check.
+Each worker checks its servers in the background about once a second: the primary's WAL
+position, and how far each replica replayed. A replica lags by the time since the primary
+first wrote WAL it has not replayed (an idle primary never makes it look late). Reads take
+the replicas that are up and within DATABASE_READ_MAX_LAG in turn; one that fails a read or
+a check is out at once (the read is retried on the primary) until its next good check.
 """
 
 from __future__ import annotations
@@ -18,11 +17,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import Result, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import ORMExecuteState
+
+from ..config import Settings, get_settings
+from .engine import engine_from_settings, read_bind, unavailable_cause
 
 logger = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two checks of every server
@@ -108,15 +111,37 @@ async def position(engine: AsyncEngine, lsn: str) -> int | None:
     return None if value is None else int(value)
 
 
+def read_router(settings: Settings, primary: AsyncEngine) -> ReadRouter | None:
+    """The router of DATABASE_READ_URL's replicas, one pool each; None without replicas."""
+    if settings.database_read_url is not None and not settings.read_urls:
+        logger.warning("DATABASE_READ_URL is ignored: DATABASE_URL is not PostgreSQL")
+    replicas = [
+        Replica(f"{u.host}:{u.port or 5432}/{u.database}", engine_from_settings(settings, url=u))
+        for u in settings.read_urls
+    ]
+    return ReadRouter(primary, replicas, settings.database_read_max_lag) if replicas else None
+
+
+def retry_on_primary(state: ORMExecuteState) -> Result[Any]:
+    """A read on its replica; if it cannot serve, it is down and the session reads the primary."""
+    try:
+        return state.invoke_statement()
+    except SQLAlchemyError as error:  # a connection or pool failure, or a bug
+        if unavailable_cause(error) is None:
+            raise
+        router, replica, primary = state.session.info.pop("replica")
+        router.set_state(replica, "down", f"a read failed: {type(error).__name__}")
+        state.session.bind = read_bind(primary, get_settings()).sync_engine
+        return state.invoke_statement()
+
+
 @asynccontextmanager
 async def watching_replicas(router: ReadRouter | None) -> AsyncIterator[None]:
     """Check the replicas in the background while the block runs (the app's lifespan)."""
-    if router is None:
-        yield
-        return
-    task = asyncio.create_task(router.watch())
+    task = asyncio.create_task(router.watch()) if router else None
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
