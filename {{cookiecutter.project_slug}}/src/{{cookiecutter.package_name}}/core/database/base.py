@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-# Named constraints, so that Alembic can drop or alter each by name (SQLite batch mode cannot
-# drop an unnamed one). https://alembic.sqlalchemy.org/en/latest/naming.html
+# Named constraints, which Alembic finds by name: https://alembic.sqlalchemy.org/en/latest/naming.html
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -20,12 +19,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-# ``Mapped[int]``: BIGINT on PostgreSQL, where an INTEGER key runs out at 2^31 rows and
-# widening it rewrites the table; INTEGER on SQLite, where only an INTEGER PRIMARY KEY is the
-# rowid and autoincrements (a BIGINT key there does not). Both hold 64 bits on SQLite.
-BigIntegerKey = BigInteger().with_variant(Integer(), "sqlite")
+BIG_INT = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid: INTEGER keys only
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -50,8 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(AsyncAttrs, DeclarativeBase):
-    """Declarative base: named constraints, ``Mapped[datetime]`` as aware UTC, and
-    ``Mapped[int]`` as a 64-bit integer."""
+    """Declarative base: named constraints, aware UTC ``Mapped[datetime]``, BIGINT ``Mapped[int]``."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), int: BigIntegerKey}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), int: BIG_INT}
