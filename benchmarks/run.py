@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -941,7 +941,7 @@ def bench_sqlite_soak(project: Project, report: Report, seconds: float) -> None:
             rate, bad, p99, answered, read_rate = appends_while_reading(
                 base, seconds, 20, batch, transcripts, reader, {**os.environ, "READ_PATHS": paths}
             )
-        with sqlite3.connect(path) as check:
+        with closing(sqlite3.connect(path)) as check:
             stored = check.execute("SELECT count(*) FROM transcript_segments").fetchone()[0]
             intact = check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         acknowledged = (answered - bad) * batch

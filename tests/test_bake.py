@@ -54,6 +54,8 @@ MEETINGS_FILES = [
     ),
     "migrations/versions/2026_11_27_2152-3a5c1e9d7b20_meetings.py",
     "migrations/versions/2026_11_27_2152-8f2d4b6a1c93_summary_kinds.py",
+    "migrations/versions/2026_12_06_1730-7c1f3a9e2d58_summary_kinds_validated.py",
+    "migrations/versions/2026_12_06_1731-5d7e2c9a4b16_summaries_by_kind.py",
 ]
 # GitHub Actions' ${{ }} expressions are not Jinja leftovers.
 TEMPLATE_SYNTAX = re.compile(r"(?<!\$)\{\{|\{%|cookiecutter\.")
@@ -142,7 +144,9 @@ def test_bake_has_the_documented_layout(baked: Baked) -> None:
         "alembic.ini",
         "migrations/env.py",
         "migrations/script.py.mako",
+        "migrations/lint.py",
         "migrations/versions",
+        ".squawk.toml",
         f"src/{baked.package}/__init__.py",
         f"src/{baked.package}/py.typed",
         f"src/{baked.package}/main.py",
@@ -293,6 +297,11 @@ def test_baked_project_passes_its_pre_commit_hooks(
     result = run(in_bake(synced, command, env), cwd=synced.path, env=env)
     for hook in ("ruff check", "ruff format", "mypy --strict"):
         assert re.search(rf"^{re.escape(hook)}\.+Passed$", result.stdout, re.M), result.stdout
+    # squawk on the revisions' SQL, where there are revisions.
+    squawked = "Passed" if synced.example_domain == "meetings" else r"\(no files to check\)Skipped"
+    assert re.search(rf"^squawk \(migrations' SQL\)\.+{squawked}$", result.stdout, re.M), (
+        result.stdout
+    )
 
 
 def run_suite(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str) -> int:

@@ -190,7 +190,11 @@ def test_workflow_runs_lint_types_tests_and_migrations(workflow: dict[Any, Any])
     assert commands["tests-postgresql"][-1] == "uv run pytest --cov"
     assert "TEST_DATABASE_URL" not in workflow["jobs"]["tests-sqlite"].get("env", {})
     assert POSTGRES_URL.match(workflow["jobs"]["tests-postgresql"]["env"]["TEST_DATABASE_URL"])
-    assert commands["migrations"][-2:] == ["uv run alembic upgrade head", "uv run alembic check"]
+    assert commands["migrations"][-3:] == [
+        "uv run python migrations/lint.py",
+        "uv run alembic upgrade head",
+        "uv run alembic check",
+    ]
     assert POSTGRES_URL.match(workflow["jobs"]["migrations"]["env"]["DATABASE_URL"])
 
 

@@ -12,6 +12,12 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 
+# On PostgreSQL each statement waits at most DATABASE_MIGRATION_LOCK_TIMEOUT for a lock and
+# runs at most DATABASE_MIGRATION_STATEMENT_TIMEOUT. One that needs longer says so first, in
+# upgrade(): op.execute("SET LOCAL statement_timeout = '10min'") (this migration only).
+# Index a table in use concurrently, in an autocommit block (README: Migrations).
+# `uv run python migrations/lint.py` checks the SQL with squawk.
+
 # revision identifiers, used by Alembic.
 revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}

@@ -50,8 +50,12 @@ async def migrate_and_inspect(
         return inspector(connection)
 
     try:
-        async with engine.begin() as connection:
-            return await connection.run_sync(migrate)
+        # Not in a transaction: Alembic commits each migration, as in production (and a
+        # migration's autocommit block needs that).
+        async with engine.connect() as connection:
+            inspected = await connection.run_sync(migrate)
+            await connection.commit()
+            return inspected
     finally:
         await engine.dispose()
 
@@ -63,18 +67,44 @@ async def run_alembic(
     return await migrate_and_inspect(url, commands, table_names, config)
 
 
+def config_file_with(versions: Path, folder: Path) -> Path:
+    """A copy of alembic.ini in ``folder`` that also reads the revisions in ``versions``."""
+    shipped = PROJECT_ROOT / "migrations" / "versions"
+    text = (PROJECT_ROOT / "alembic.ini").read_text().replace("%(here)s", str(PROJECT_ROOT))
+    locations = f"version_locations = {shipped}{os.pathsep}{versions}"
+    path = folder / "alembic.ini"
+    path.write_text(text.replace("[alembic]\n", f"[alembic]\n{locations}\n", 1))
+    return path
+
+
+def start_cli(url: str, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Start ``alembic *args`` in a process of its own, DATABASE_URL (and ``env``) set."""
+    return subprocess.Popen(
+        [sys.executable, "-c", f"from alembic.config import main; main({list(args)!r})"],
+        cwd=PROJECT_ROOT,
+        env={**cli_env(url), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def cli_env(url: str) -> dict[str, str]:
+    """The environment of an alembic command run by hand against ``url``."""
+    return {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PROJECT_ROOT / "src")}
+
+
 def run_cli(url: str, *commands: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run alembic commands the way a developer would, DATABASE_URL set.
 
     One process runs them one after the other through the entry point of the ``alembic``
     command (a process per command would repeat a second of imports).
     """
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PROJECT_ROOT / "src")}
     calls = "; ".join(f"main({list(command)!r})" for command in commands)
     return subprocess.run(
         [sys.executable, "-c", f"from alembic.config import main; {calls}"],
         cwd=PROJECT_ROOT,
-        env=env,
+        env=cli_env(url),
         capture_output=True,
         text=True,
         timeout=120,

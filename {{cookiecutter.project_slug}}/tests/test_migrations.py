@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import importlib.util
+import os
 import re
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from alembic import command
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.harness import free_port
-from tests.migrating import PROJECT_ROOT, alembic_config, run_alembic, run_cli
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
+
+from tests.harness import free_port, settings_for
+from tests.migrating import (
+    PROJECT_ROOT,
+    alembic_config,
+    config_file_with,
+    migrate_and_inspect,
+    run_alembic,
+    run_cli,
+    start_cli,
+)
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 
@@ -37,6 +51,85 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("half_done")
 '''
+
+
+COUNTED_REVISION = '''
+"""Creates a table and counts its runs: a second run would fail or count two."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c0000000run1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.create_table("migration_runs", sa.Column("runs", sa.Integer, nullable=False))
+    op.execute("INSERT INTO migration_runs (runs) VALUES (1)")
+
+
+def downgrade() -> None:
+    op.drop_table("migration_runs")
+'''
+
+
+BLOCKING_INDEX_REVISION = '''
+"""An index built the way that blocks every write to a table in use while it builds."""
+
+from alembic import op
+
+revision = "c0000000idx1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.create_index("ix_accounts_email", "accounts", ["email"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_accounts_email", table_name="accounts")
+'''
+
+
+SLOW_REVISIONS = {
+    "c0000000slo1": '''
+"""A long statement that raises the statement timeout for itself."""
+
+from alembic import op
+
+revision = "c0000000slo1"
+down_revision = {head!r}
+
+
+def upgrade() -> None:
+    op.execute("SET LOCAL statement_timeout = '30s'")
+    op.execute("SELECT pg_sleep(1.5)")
+''',
+    "c0000000slo2": '''
+"""The same long statement, within the default timeout."""
+
+from alembic import op
+
+revision = "c0000000slo2"
+down_revision = "c0000000slo1"
+
+
+def upgrade() -> None:
+    op.execute("SELECT pg_sleep(1.5)")
+''',
+}
+
+
+def shipped_head() -> str | None:
+    """The newest revision the project ships (None without any)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_revision_files_sort_in_the_order_they_apply() -> None:
+    # Named by date (alembic.ini's file_template): the last file is the head.
+    script = ScriptDirectory.from_config(alembic_config())
+    applied = [Path(revision.path).name for revision in reversed(list(script.walk_revisions()))]
+    assert applied == sorted(applied)
 
 
 def test_alembic_ini_holds_no_database_url() -> None:
@@ -172,3 +265,114 @@ async def test_env_py_runs_on_an_engine_or_an_async_engine_handed_to_it(
     config.attributes["connection"] = "sqlite:///not-a-connection.db"
     with pytest.raises(TypeError, match="must be a Connection, an Engine or an AsyncEngine"):
         await asyncio.to_thread(command.upgrade, config, "head")
+
+
+@pytest.mark.slow
+async def test_upgrades_started_together_run_one_at_a_time_and_each_migration_once(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    # Pods starting together, each with an init container that migrates.
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "c0000000run1_counted.py").write_text(COUNTED_REVISION.format(head=shipped_head()))
+    config_file = str(config_file_with(versions, tmp_path))
+    # On SQLite a run waits for another up to the busy timeout: longer than the default 5 s
+    # here, where four runs share a loaded machine.
+    patience = {"DATABASE_SQLITE_BUSY_TIMEOUT_MS": "120000"}
+    processes = [
+        start_cli(empty_database_url, "-c", config_file, "upgrade", "head", **patience)
+        for _ in range(4)
+    ]
+    outputs = await asyncio.gather(
+        *(asyncio.to_thread(process.communicate, timeout=300) for process in processes)
+    )
+    assert [process.returncode for process in processes] == [0] * 4, [err for _, err in outputs]
+
+    def state(connection: Connection) -> tuple[object, object, set[str]]:
+        return (
+            connection.scalar(text("SELECT sum(runs) FROM migration_runs")),
+            connection.scalar(text("SELECT version_num FROM alembic_version")),
+            set(inspect(connection).get_table_names()),
+        )
+
+    runs, version, tables = await migrate_and_inspect(empty_database_url, [], state)
+    assert (runs, version) == (1, "c0000000run1")
+    # The same schema as one run alone makes.
+    config = alembic_config()
+    shipped = PROJECT_ROOT / "migrations" / "versions"
+    config.set_main_option("version_locations", os.pathsep.join(map(str, (shipped, versions))))
+    commands = [("downgrade", "base"), ("upgrade", "head")]
+    assert await migrate_and_inspect(empty_database_url, commands, state, config) == (
+        1,
+        "c0000000run1",
+        tables,
+    )
+
+
+async def test_one_pooled_async_engine_runs_upgrade_downgrade_and_upgrade_again(
+    empty_database_url: str,
+) -> None:
+    # What a tool does with the service's engine (pytest-alembic, for one): several commands
+    # in a row, each of which runs on an event loop of its own.
+    engine = engine_from_settings(settings_for(empty_database_url), migrating=True)
+    config = alembic_config()
+    config.attributes["connection"] = engine
+    try:
+        for name, revision in [("upgrade", "head"), ("downgrade", "base"), ("upgrade", "head")]:
+            await asyncio.to_thread(getattr(command, name), config, revision)
+        async with engine.connect() as connection:
+            version = await connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    finally:
+        await engine.dispose()
+    assert version == shipped_head()
+
+
+def test_squawk_passes_the_shipped_migrations_and_stops_an_index_that_blocks_writes(
+    environ: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    environ.setenv("DATABASE_URL", "postgresql+asyncpg://lint@localhost/lint")  # main() sets it
+    spec = importlib.util.spec_from_file_location("lint", PROJECT_ROOT / "migrations" / "lint.py")
+    assert spec is not None
+    assert spec.loader is not None
+    lint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lint)
+    assert lint.main([]) == 0, capfd.readouterr().out
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    revision = versions / "c0000000idx1_index.py"
+    revision.write_text(BLOCKING_INDEX_REVISION.format(head=shipped_head()))
+    config = alembic_config()
+    shipped = PROJECT_ROOT / "migrations" / "versions"
+    config.set_main_option("version_locations", os.pathsep.join(map(str, (shipped, versions))))
+    capfd.readouterr()
+    assert lint.main([str(revision)], config) != 0
+    assert "require-concurrent-index-creation" in capfd.readouterr().out
+
+
+@pytest.mark.postgres_only
+@pytest.mark.slow
+async def test_a_long_statement_stops_at_the_statement_timeout_unless_its_migration_raises_it(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for revision, source in SLOW_REVISIONS.items():
+        (versions / f"{revision}.py").write_text(source.format(head=shipped_head()))
+    config_file = str(config_file_with(versions, tmp_path))
+    migration = start_cli(
+        empty_database_url,
+        *("-c", config_file, "upgrade", "head"),
+        DATABASE_MIGRATION_STATEMENT_TIMEOUT="1",
+    )
+    _, stderr = await asyncio.to_thread(migration.communicate, timeout=120)
+    assert migration.returncode != 0
+    assert "Traceback" not in stderr
+    reason = stderr.strip().splitlines()[-1]
+    assert reason.startswith(f"{PACKAGE}: migration gave up: it ran past"), stderr
+    assert "DATABASE_MIGRATION_STATEMENT_TIMEOUT (1 s) in 'SELECT pg_sleep(1.5)'" in reason
+
+    def version(connection: Connection) -> object:
+        return connection.scalar(text("SELECT version_num FROM alembic_version"))
+
+    # The first migration's SET LOCAL held for it alone: the second stopped.
+    assert await migrate_and_inspect(empty_database_url, [], version) == "c0000000slo1"

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
-from tests.migrating import PROJECT_ROOT, alembic_config, migrate_and_inspect
+from {{ cookiecutter.package_name }}.main import app
+
+from tests.harness import serve
+from tests.migrating import (
+    PROJECT_ROOT,
+    alembic_config,
+    config_file_with,
+    migrate_and_inspect,
+    start_cli,
+)
 
 FIRST = "3a5c1e9d7b20"
-SUMMARY_KINDS = "8f2d4b6a1c93"
+HEAD = "5d7e2c9a4b16"
 
 FAILING_REVISION = '''
 """Alter summaries in batch mode, then fail."""
@@ -35,6 +48,30 @@ def upgrade() -> None:
 def downgrade() -> None:
     pass
 '''
+
+
+ADD_RATING_REVISION = '''
+"""summaries.rating: an ALTER TABLE, which waits for every transaction that read the table."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c0000000rate"
+down_revision = "{head}"
+
+
+def upgrade() -> None:
+    op.add_column("summaries", sa.Column("rating", sa.Integer, nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("summaries", "rating")
+'''
+# Lock waits seen on the summaries table, and by whom.
+WAITING_FOR_SUMMARIES = text(
+    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+    " WHERE c.relname = 'summaries' AND NOT l.granted"
+)
 
 
 def schema(connection: Connection) -> dict[str, Any]:
@@ -140,7 +177,7 @@ async def test_a_batch_migration_that_fails_halfway_changes_nothing(
     await migrate_and_inspect(empty_database_url, [], insert_summary)
     versions = tmp_path / "versions"
     versions.mkdir()
-    (versions / "f0000000fai2_fail.py").write_text(FAILING_REVISION.format(head=SUMMARY_KINDS))
+    (versions / "f0000000fai2_fail.py").write_text(FAILING_REVISION.format(head=HEAD))
     config = alembic_config()
     shipped = PROJECT_ROOT / "migrations" / "versions"
     config.set_main_option("version_locations", os.pathsep.join(map(str, (shipped, versions))))
@@ -152,3 +189,70 @@ async def test_a_batch_migration_that_fails_halfway_changes_nothing(
         return schema(connection), list(rows)
 
     assert await migrate_and_inspect(empty_database_url, [], contents) == (before, ["kept"])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.slow
+async def test_a_migration_behind_a_long_transaction_gives_up_in_one_line_and_the_service_answers(
+    empty_database_url: str, environ: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    environ.setenv("DATABASE_URL", empty_database_url)  # for the service, and Alembic's env.py
+    await migrate_and_inspect(empty_database_url, [("upgrade", "head")], insert_summary)
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "c0000000rate_rating.py").write_text(ADD_RATING_REVISION.format(head=HEAD))
+    config_file = str(config_file_with(versions, tmp_path))
+    engine = create_async_engine(empty_database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as blocker, engine.connect() as observer, serve(app) as client:
+            # A long transaction that read the table: the ALTER TABLE must wait for its end.
+            await blocker.execute(text("SELECT count(*) FROM summaries"))
+            started = time.monotonic()
+            migration = start_cli(
+                empty_database_url,
+                *("-c", config_file, "upgrade", "head"),
+                DATABASE_MIGRATION_LOCK_TIMEOUT="2",
+            )
+            deadline = started + 60
+            while not await observer.scalar(WAITING_FOR_SUMMARIES):
+                await observer.rollback()  # pg_locks is read afresh in each transaction
+                assert migration.poll() is None, migration.communicate()
+                assert time.monotonic() < deadline, "the migration never waited for its lock"
+                await asyncio.sleep(0.05)
+            # The service's reads and writes of the table queue behind the waiting ALTER
+            # TABLE, for the lock timeout at most: answered while the blocker still runs.
+            body = {"transcript_id": 1, "content": "during", "model": "m"}
+            created, listed = await asyncio.wait_for(
+                asyncio.gather(
+                    client.post("/summaries", json=body),
+                    client.get("/summaries", params={"transcript_id": 1}),
+                ),
+                timeout=30,
+            )
+            _, stderr = await asyncio.to_thread(migration.communicate, timeout=60)
+            gave_up_after = time.monotonic() - started
+            await blocker.rollback()
+    finally:
+        await engine.dispose()
+        if "migration" in locals() and migration.poll() is None:
+            migration.kill()
+    assert created.status_code == 201, created.text
+    assert listed.status_code == 200, listed.text
+    assert migration.returncode != 0
+    assert "Traceback" not in stderr
+    reason = stderr.strip().splitlines()[-1]
+    assert reason.startswith("{{ cookiecutter.package_name }}: migration gave up"), stderr
+    assert "DATABASE_MIGRATION_LOCK_TIMEOUT (2 s)" in reason
+    assert "ALTER TABLE summaries ADD COLUMN rating" in reason
+    assert "run it again" in reason
+    password = make_url(empty_database_url).password
+    assert not password or password not in stderr
+    assert gave_up_after < 30
+
+    def after(connection: Connection) -> tuple[object, list[str]]:
+        version = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return version, [column["name"] for column in inspect(connection).get_columns("summaries")]
+
+    version, columns = await migrate_and_inspect(empty_database_url, [], after)
+    assert version == HEAD
+    assert "rating" not in columns

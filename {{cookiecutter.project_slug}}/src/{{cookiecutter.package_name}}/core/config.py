@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     database_pgbouncer: bool = False
     # How long a SQLite connection waits for another writer before "database is locked".
     database_sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    # Migrations on PostgreSQL, in seconds (0: no limit). How long a statement may wait for a
+    # lock: while an ALTER TABLE waits, every query of that table queues behind it, so it
+    # gives up early and the migration is retried later. And how long a statement may run.
+    # A migration that needs longer raises them for itself (see migrations/script.py.mako).
+    database_migration_lock_timeout: float = Field(default=3.0, ge=0)
+    database_migration_statement_timeout: float = Field(default=60.0, ge=0)
 
     # PostgreSQL streaming replicas to read from, comma-separated URLs (see
     # core/database/replicas.py). Unset, or with SQLite, every read goes to DATABASE_URL.

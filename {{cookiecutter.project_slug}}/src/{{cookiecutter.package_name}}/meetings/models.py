@@ -16,8 +16,8 @@ from sqlalchemy import (
     CheckConstraint,
     Enum,
     ForeignKey,
+    Identity,
     Index,
-    Integer,
     String,
     Text,
     text,
@@ -52,7 +52,7 @@ class Room(TimestampMixin, Base):
 
     __tablename__ = "rooms"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     capacity: Mapped[int]
     description: Mapped[str | None] = mapped_column(Text)
@@ -65,7 +65,7 @@ class UserSession(TimestampMixin, Base):
 
     __tablename__ = "user_sessions"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
     joined_at: Mapped[datetime] = mapped_column(server_default=utcnow())
@@ -93,7 +93,7 @@ class Transcript(TimestampMixin, Base):
 
     __tablename__ = "transcripts"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="RESTRICT"), index=True)
     session_id: Mapped[int | None] = mapped_column(
         ForeignKey("user_sessions.id", ondelete="SET NULL"), index=True
@@ -133,7 +133,7 @@ class TranscriptSegment(TimestampMixin, Base):
     transcript_id: Mapped[int] = mapped_column(
         ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True
     )
-    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sequence: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     speaker: Mapped[str] = mapped_column(String(NAME_LENGTH))
     start_ms: Mapped[int]
     end_ms: Mapped[int]
@@ -150,9 +150,10 @@ class Summary(TimestampMixin, Base):
 
     __tablename__ = "summaries"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(20), server_default=SummaryKind.ABSTRACT.value)
+    # Text: the CHECK constraint below bounds it, and a new kind then changes only that.
+    kind: Mapped[str] = mapped_column(Text, server_default=SummaryKind.ABSTRACT.value)
     content: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(MODEL_LENGTH))
 

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ async def shared_sqlite_file(
     environ.setenv("DATABASE_URL", url)
     environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "1000")
     yield url
-    with sqlite3.connect(tmp_path / "shared.db") as check:
+    with closing(sqlite3.connect(tmp_path / "shared.db")) as check:
         assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-# Named constraints, so that Alembic can drop or alter each by name (SQLite batch mode cannot
-# drop an unnamed one). https://alembic.sqlalchemy.org/en/latest/naming.html
+# Named constraints, which Alembic finds by name: https://alembic.sqlalchemy.org/en/latest/naming.html
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -20,6 +19,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+BIG_INT = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid: INTEGER keys only
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(AsyncAttrs, DeclarativeBase):
-    """Declarative base: named constraints, and ``Mapped[datetime]`` as aware UTC."""
+    """Declarative base: named constraints, aware UTC ``Mapped[datetime]``, BIGINT ``Mapped[int]``."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), int: BIG_INT}
