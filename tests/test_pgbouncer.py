@@ -1,4 +1,5 @@
-"""Behind PgBouncer in transaction pooling mode, with several worker processes (PITFALLS 11).
+"""Behind PgBouncer in transaction pooling mode, with several worker processes (asyncpg's
+prepared statements must not outlive a transaction there).
 
 A generated service serves real HTTP traffic through uvicorn with three workers, each with its
 own connection pool, multiplexed by PgBouncer onto two server connections. With

@@ -1,8 +1,9 @@
 """pytest-alembic's four default tests pass against a bake's own engine, on both databases.
 
 The tool hands env.py the service's pooled AsyncEngine and runs many Alembic commands on it,
-each on an event loop of its own (PITFALLS 30). Its plugin fails at collection on pytest 9.2
-where a tests/conftest.py exists (PITFALLS 10), so, as its documentation allows, its tests are
+each on an event loop of its own (a pooled connection of one loop is unusable in the next).
+Its plugin fails at collection on pytest 9.2 where a tests/conftest.py exists ("'TestCollector'
+object has no attribute '_nodeid'"), so, as its documentation allows, its tests are
 imported into a module of their own and its tests path points elsewhere.
 
 pytest-alembic is installed for this test only, beside the dev group rather than in it: with

@@ -7,8 +7,9 @@ import subprocess
 
 from tests.helpers import REPO_ROOT
 
-# A path of the machine the template was developed on, or of a notes folder beside it.
-MACHINE_PATH = re.compile(r"/work/|/shared/")
+# A path of the machine the template was developed on, a notes folder beside it, or one of
+# the notes kept there (numbered items of a list no clone has).
+MACHINE_PATH = re.compile(r"/work/|/shared/|\bPITFALLS\b|\bBLUEPRINT\b")
 # A Markdown document named by a path relative to the repository root (docs/x.md, NOTES.md).
 DOCUMENT = re.compile(r"(?<![\w/.-])((?:docs/)?[\w.-]+\.md)\b")
 # The files that send a reader to a document: the README, CI, and the tests that need one.
