@@ -95,7 +95,7 @@ def in_root(
         "UV_CACHE_DIR": "/uv-cache",
         "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
         "LANG": "C.UTF-8",
-        "PRE_COMMIT_HOME": "/tmp/pre-commit",
+        "PRE_COMMIT_HOME": "/tmp/pre-commit",  # inside the root, not the host's /tmp
     }
     assignments = [f"{key}={value}" for key, value in inner_env.items()]
     return [

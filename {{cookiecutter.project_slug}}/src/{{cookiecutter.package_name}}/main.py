@@ -18,7 +18,7 @@ from .core.config import settings_or_exit
 from .core.database import dispose_engine
 from .core.database.replicas import watching_replicas
 from .core.database.session import get_database
-from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_unparsable_bodies
+from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_body_answers
 from .core.logs import configure_logging, is_valid_request_id
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
@@ -108,7 +108,7 @@ def create_app() -> FastAPI:
 {% if cookiecutter.example_domain == "meetings" %}
     add_meetings_api(app)
 {% endif %}
-    document_unparsable_bodies(app, settings.max_request_body_bytes)
+    document_body_answers(app, settings.max_request_body_bytes)
     return app
 
 

@@ -110,7 +110,7 @@ DETAIL = {
 }
 
 
-def document_unparsable_bodies(app: FastAPI, max_body_bytes: int) -> None:
+def document_body_answers(app: FastAPI, max_body_bytes: int) -> None:
     """Add to the OpenAPI schema of every route with a body the 400 that FastAPI answers to
     a body it cannot parse (not UTF-8, nested too deeply; JSON that does not decode is a
     422), and the 413 for a body over MAX_REQUEST_BODY_BYTES; FastAPI leaves both out."""

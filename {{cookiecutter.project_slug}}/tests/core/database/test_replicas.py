@@ -24,6 +24,7 @@ from {{ cookiecutter.package_name }}.core.database import (
 )
 from {{ cookiecutter.package_name }}.core.database.engine import (
     engine_from_settings,
+    read_bind,
 )
 from {{ cookiecutter.package_name }}.core.database.replicas import (
     ReadRouter,
@@ -31,7 +32,10 @@ from {{ cookiecutter.package_name }}.core.database.replicas import (
     State,
     known_lag,
 )
-from {{ cookiecutter.package_name }}.core.database.session import get_database
+from {{ cookiecutter.package_name }}.core.database.session import (
+    get_database,
+    read_only_sessionmaker,
+)
 from {{ cookiecutter.package_name }}.main import create_app
 
 from tests.harness import serve, settings_for
@@ -219,6 +223,8 @@ async def test_a_read_that_its_replica_fails_is_served_by_the_primary(
     replica = Replica("nowhere", engine_from_settings(settings_for(NOWHERE)), "up")
     router = ReadRouter(get_engine(), [replica], max_lag=5)
     monkeypatch.setattr(get_database(), "router", router)
+    reads = read_only_sessionmaker(read_bind(replica.engine, settings_for(NOWHERE)))
+    monkeypatch.setitem(get_database().replica_reads, replica.name, reads)
     try:
         async with app_reading_notes() as client:
             answers = [await client.get("/notes") for _ in range(3)]

@@ -28,6 +28,7 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     reads: async_sessionmaker[AsyncSession]  # read-only, on the primary
     router: ReadRouter | None  # None: every read goes to the primary
+    replica_reads: dict[str, async_sessionmaker[AsyncSession]]  # by replica name
     write_turns: WriteTurns | None  # SQLite only
     storage_full: bool = False  # the last write failed for want of space (/readyz says so)
 
@@ -38,11 +39,14 @@ def get_database() -> Database:
     settings = get_settings()
     engine = engine_from_settings(settings)
     sqlite = engine.dialect.name == "sqlite"  # in memory too: one shared connection
+    router = read_router(settings, engine)
+    replicas = router.replicas if router else []
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),
         read_only_sessionmaker(read_bind(engine, settings)),
-        read_router(settings, engine),
+        router,
+        {r.name: read_only_sessionmaker(read_bind(r.engine, settings)) for r in replicas},
         WriteTurns(settings.database_sqlite_busy_timeout_ms / 1000) if sqlite else None,
     )
 
@@ -119,12 +123,9 @@ def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_session
 
 async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
-    database, settings = get_database(), get_settings()
+    database = get_database()
     replica = database.router.pick() if database.router else None
-    factory = database.reads
-    if replica:
-        factory = read_only_sessionmaker(read_bind(replica.engine, settings))
-    async with factory() as session:
+    async with (database.replica_reads[replica.name] if replica else database.reads)() as session:
         if replica:
             session.info["replica"] = (database.router, replica, database.engine)
         yield session

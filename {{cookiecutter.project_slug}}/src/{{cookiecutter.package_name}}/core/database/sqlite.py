@@ -20,8 +20,7 @@ SHARE_AFTER = 0.1  # seconds of this process's writers back to back before other
 def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory: bool) -> None:
     """Real transactions (BEGIN here: the driver's skips SELECTs, so SAVEPOINTs leak and failed
     migrations stay; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout.
-    https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
-    """
+    https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl"""
 
     busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)  # see WriteTurns
 
