@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Match
 
 from .database.engine import Cause, unavailable_cause
 from .database.session import get_database
@@ -72,6 +73,24 @@ async def validation_error(_request: Request, error: RequestValidationError) -> 
     )
 
 
+async def method_not_allowed(request: Request, _error: Exception) -> Response:
+    """Answer 405 with every method the path takes in ``Allow``: Starlette names only those
+    of the first route whose path matched (POST /rooms, not GET)."""
+    allowed = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
 async def database_error(_request: Request, error: Exception) -> Response:
     """Answer 503 (retry later) when the database cannot serve: pool exhausted, lock held,
     unreachable; 507 when its storage is full. Any other database error is a bug: a 500,
@@ -101,6 +120,7 @@ async def database_error(_request: Request, error: Exception) -> Response:
 ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     RequestValidationError: validation_error,
+    status.HTTP_405_METHOD_NOT_ALLOWED: method_not_allowed,
     sqlalchemy.exc.TimeoutError: database_error,
     sqlalchemy.exc.DBAPIError: database_error,
 }
