@@ -24,6 +24,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # when a test installs or runs it with this interpreter (the default, 3.14, is tested with a
 # real 3.14 by tests/test_bake.py and the tests that use tests/python_root.py).
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"3.11"`` as ``(3, 11)``: Python versions in order (as strings, 3.9 > 3.11)."""
+    return tuple(map(int, version.split(".")))
+
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
