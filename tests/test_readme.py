@@ -261,8 +261,8 @@ def test_quick_start_on_a_machine_without_the_default_python_gets_it_from_uv(
 ) -> None:
     # What the README promises where the default Python is missing: uv (downloads allowed, as
     # they are unless turned off) asks for that CPython. The only Pythons it may find are the
-    # one running these tests and the system's, so the default is missing even where the
-    # host has it elsewhere. No network here: a local server stands in for the download source.
+    # one running these tests, so the default is missing even where the host has it
+    # elsewhere. No network here: a local server stands in for the download source.
     result = cookies_session.bake(extra_context={"project_name": "Needs Download"})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
@@ -271,7 +271,7 @@ def test_quick_start_on_a_machine_without_the_default_python_gets_it_from_uv(
             key: value for key, value in clean_env().items() if not key.startswith(("UV_", "PYENV"))
         }
         env |= {
-            "PATH": os.pathsep.join([str(Path(sys.base_prefix) / "bin"), "/usr/bin", "/bin"]),
+            "PATH": str(Path(sys.base_prefix) / "bin"),
             "UV_PYTHON_INSTALL_MIRROR": url,
             "UV_PYTHON_INSTALL_DIR": str(tmp_path / "pythons"),
             "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
