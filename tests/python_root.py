@@ -4,7 +4,7 @@ Pythons 3.14 and 3.15 are packaged in Debian sid only, whose binaries need a new
 than a stable release has. ``debootstrap --variant=minbase`` makes a sid root with one of them
 (under a minute, about 300 MB each), cached outside the repository so that a machine builds it
 once; commands then run in it with ``chroot``, in a private mount namespace (``unshare``) where
-the project, the host's uv and its cache (unless asked for a machine without uv), CA bundle
+the project, the host's uv (unless asked for a machine without it) and its cache, CA bundle
 and DNS settings are bind-mounted, and that vanishes with the command. PostgreSQL on
 127.0.0.1 is the host's (same network). Root only, as debootstrap and chroot are; CI runs as
 root. Plain errors, no pytest: the lock script uses this module too.
@@ -40,10 +40,8 @@ mount --bind /dev "$root/dev"
 mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/tmp"
 mount --bind "$project" "$root/project"
-if [ -n "$uv" ]; then
-    mount --bind "$uv" "$root/usr/local/bin/uv"
-    mount --bind "$cache" "$root/uv-cache"
-fi
+mount --bind "$cache" "$root/uv-cache"
+if [ -n "$uv" ]; then mount --bind "$uv" "$root/usr/local/bin/uv"; fi
 mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
 mount --bind /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 exec chroot "$root" "$@"
@@ -101,12 +99,14 @@ def in_root(
     project: Path,
     command: list[str],
     env: Mapping[str, str],
-    uv: str | None,
+    uv: str,
     extra_env: Mapping[str, str] | None = None,
+    uv_on_path: bool = True,
 ) -> list[str]:
     """``command``, to run in ``project`` inside the root of ``version`` with ``env``'s
     variables that matter there (a few, by name), ``extra_env`` as it is, and the host's
-    ``uv`` (None: no uv on that machine, as on a fresh one)."""
+    ``uv`` on PATH unless ``uv_on_path`` is false (a fresh machine; its cache is the host's
+    uv cache all the same)."""
     inner_env = {key: env[key] for key in PASSED if key in env} | dict(extra_env or {})
     inner_env |= {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -120,7 +120,7 @@ def in_root(
     return [
         "unshare", "--mount", "--propagation", "private",
         "sh", "-c", MOUNT_AND_RUN, "sh",
-        str(python_root(version)), str(project), uv or "", uv_cache_dir(uv) if uv else "",
+        str(python_root(version)), str(project), uv if uv_on_path else "", uv_cache_dir(uv),
         "/usr/bin/env", "-i", *assignments,
         "sh", "-c", 'cd "$0" && exec "$@"', PROJECT, *command,
     ]  # fmt: skip

@@ -190,7 +190,8 @@ def serve_quick_start(command: str, folder: Path, python: str | None) -> Path:
         serve_until_ready(command, clone, env, port)
     else:
         inside = ["sh", "-c", f"cd template && {command}"]
-        machine = in_root(python, folder, inside, env, None, {"UVICORN_PORT": str(port)})
+        extra = {"UVICORN_PORT": str(port)}
+        machine = in_root(python, folder, inside, env, tool("uv"), extra, uv_on_path=False)
         serve_until_ready(machine, clone, env, port)
     project = folder / "my-service"
     assert project.is_dir(), sorted(p.name for p in folder.iterdir())
