@@ -14,13 +14,24 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Python running these tests, as a ``python_version`` answer: what a bake must ask for
+# when a test installs or runs it with this interpreter (the default, 3.14, is tested with a
+# real 3.14 by tests/test_bake.py and the tests that use tests/python_root.py).
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"3.11"`` as ``(3, 11)``: Python versions in order (as strings, 3.9 > 3.11)."""
+    return tuple(map(int, version.split(".")))
+
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -87,6 +98,20 @@ def host_interpreter(version: str) -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+class HostCookies:
+    """pytest-cookies' bakery, answering ``python_version`` with the Python that runs these
+    tests (unless a test answers it): for bakes that a test installs or runs with this
+    interpreter, rather than with the Python the default asks for."""
+
+    def __init__(self, cookies: Any) -> None:
+        self.cookies = cookies
+
+    def bake(self, extra_context: dict[str, str] | None = None) -> Any:
+        return self.cookies.bake(
+            extra_context={"python_version": HOST_PYTHON, **(extra_context or {})}
+        )
 
 
 def uv_env(**overrides: str) -> dict[str, str]:

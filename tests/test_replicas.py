@@ -32,6 +32,7 @@ import pytest
 
 from tests.helpers import (
     POSTGRES_BIN,
+    HostCookies,
     PrimaryWithReplica,
     ReplicationError,
     clean_env,
@@ -91,10 +92,10 @@ class Bake:
 
 @pytest.fixture(scope="module")
 def bake(
-    cookies_session: Any, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
+    host_cookies: HostCookies, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
+    result = host_cookies.bake(extra_context={"database": "postgresql"})
     assert result.exit_code == 0, result.exception
     path = Path(result.project_path)
     (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]
