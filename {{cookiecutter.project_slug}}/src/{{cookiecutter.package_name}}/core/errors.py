@@ -34,6 +34,10 @@ ANSWERS: dict[Cause, tuple[str, str]] = {
         "database storage is full: writes are refused until space is freed",
         "the database's storage is full; free disk space (reads still work)",
     ),
+    "timed out": (
+        "database busy: a statement ran past its time limit; retry later",
+        "a statement ran past DATABASE_STATEMENT_TIMEOUT (on a replica, the read's limit)",
+    ),
     "unreachable": (
         "database unavailable; retry later",
         "the database server is unreachable or refused the connection",

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState
 
 from ..config import Settings, get_settings
-from .engine import engine_from_settings, read_bind, unavailable_cause
+from .engine import ConnectionTurns, engine_from_settings, read_bind, unavailable_cause
 
 logger = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two checks of every server
@@ -41,6 +41,7 @@ class Replica:
     engine: AsyncEngine
     state: State = "unknown"  # no reads before the first check
     lag: float | None = None  # seconds
+    turns: ConnectionTurns = field(default_factory=lambda: ConnectionTurns(get_settings()))
 
 
 def known_lag(primary_positions: deque[tuple[float, int]], replayed: int, now: float) -> float:
@@ -115,24 +116,28 @@ def read_router(settings: Settings, primary: AsyncEngine) -> ReadRouter | None:
     """The router of DATABASE_READ_URL's replicas, one pool each; None without replicas."""
     if settings.database_read_url is not None and not settings.read_urls:
         logger.warning("DATABASE_READ_URL is ignored: DATABASE_URL is not PostgreSQL")
+    limit = settings.database_read_statement_timeout
     replicas = [
-        Replica(f"{u.host}:{u.port or 5432}/{u.database}", engine_from_settings(settings, url=u))
+        Replica(f"{u.host}:{u.port or 5432}/{u.database}", engine_from_settings(settings, url=u, limit=limit))
         for u in settings.read_urls
     ]
     return ReadRouter(primary, replicas, settings.database_read_max_lag) if replicas else None
 
 
 def retry_on_primary(state: ORMExecuteState) -> Result[Any]:
-    """A read on its replica; if it cannot serve, it is down and the session reads the primary."""
+    """A read on its replica, unless it went down meanwhile; if it cannot serve, it is down
+    (the read is retried on the primary)."""
+    router, replica, primary = state.session.info["replica"]
     try:
-        return state.invoke_statement()
+        if replica.state == "up":
+            return state.invoke_statement()
     except SQLAlchemyError as error:  # a connection or pool failure, or a bug
         if unavailable_cause(error) is None:
             raise
-        router, replica, primary = state.session.info.pop("replica")
         router.set_state(replica, "down", f"a read failed: {type(error).__name__}")
-        state.session.bind = read_bind(primary, get_settings()).sync_engine
-        return state.invoke_statement()
+    del state.session.info["replica"]
+    state.session.bind = read_bind(primary, get_settings()).sync_engine
+    return state.invoke_statement()
 
 
 @asynccontextmanager

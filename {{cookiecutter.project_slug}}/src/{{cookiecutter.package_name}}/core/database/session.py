@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
@@ -16,7 +16,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from ..config import get_settings
 from .engine import engine_from_settings, read_bind
-from .replicas import ReadRouter, read_router, retry_on_primary
+from .replicas import ConnectionTurns, ReadRouter, read_router, retry_on_primary
 from .sqlite import WriteTurns
 
 
@@ -24,12 +24,14 @@ from .sqlite import WriteTurns
 class Database:
     """All that is built from the settings; dispose_engine() forgets all of it."""
 
-    engine: AsyncEngine
+    engine: AsyncEngine  # the primary's, for requests: statements have a time limit
     sessions: async_sessionmaker[AsyncSession]
+    jobs: async_sessionmaker[AsyncSession]  # session_scope()'s: no time limit
     reads: async_sessionmaker[AsyncSession]  # read-only, on the primary
     router: ReadRouter | None  # None: every read goes to the primary
     replica_reads: dict[str, async_sessionmaker[AsyncSession]]  # by replica name
     write_turns: WriteTurns | None  # SQLite only
+    turns: ConnectionTurns  # the requests' turns for the primary's pooled connections
     storage_full: bool = False  # the last write failed for want of space (/readyz says so)
 
 
@@ -37,22 +39,25 @@ class Database:
 def get_database() -> Database:
     """The service's database, built on first use (no connection yet)."""
     settings = get_settings()
-    engine = engine_from_settings(settings)
+    engine = engine_from_settings(settings, limit=settings.database_statement_timeout)
     sqlite = engine.dialect.name == "sqlite"  # in memory too: one shared connection
+    jobs = engine if sqlite else engine_from_settings(settings)
     router = read_router(settings, engine)
     replicas = router.replicas if router else []
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),
+        async_sessionmaker(jobs, expire_on_commit=False),
         read_only_sessionmaker(read_bind(engine, settings)),
         router,
         {r.name: read_only_sessionmaker(read_bind(r.engine, settings)) for r in replicas},
         WriteTurns(settings.database_sqlite_busy_timeout_ms / 1000) if sqlite else None,
+        ConnectionTurns(settings),
     )
 
 
 def get_engine() -> AsyncEngine:
-    """The service's engine (the primary's)."""
+    """The service's engine (the primary's, for requests)."""
     return get_database().engine
 
 
@@ -63,18 +68,18 @@ async def dispose_engine() -> None:
         get_database.cache_clear()
         for replica in database.router.replicas if database.router else []:
             await replica.engine.dispose()
+        await database.jobs.kw["bind"].dispose()
         await database.engine.dispose()
 
 
 @asynccontextmanager
-async def session_scope(
-    factory: async_sessionmaker[AsyncSession] | None = None,
+async def transaction(
+    factory: async_sessionmaker[AsyncSession], database: Database | None
 ) -> AsyncIterator[AsyncSession]:
-    """A session (the service's, unless ``factory`` is given), committed if the block
-    succeeds, rolled back if it raises; on a SQLite file, with the write lock held."""
-    database = get_database() if factory is None else None
+    """A session of ``factory``, committed if the block succeeds, rolled back if it raises;
+    with ``database``'s SQLite write lock held, if it has one."""
     turns = database.write_turns if database else None
-    async with (factory or get_database().sessions)() as session:
+    async with factory() as session:
         async with turns.turn(session) if turns else nullcontext():
             try:
                 yield session
@@ -86,9 +91,18 @@ async def session_scope(
             database.storage_full = False  # a write went through: there is space again
 
 
+def session_scope(
+    factory: async_sessionmaker[AsyncSession] | None = None,
+) -> AbstractAsyncContextManager[AsyncSession]:
+    """A transaction for work outside requests (scripts, jobs; no time limit) or of
+    ``factory``'s sessions: committed if the block succeeds, rolled back if it raises."""
+    return transaction(factory, None) if factory else transaction(get_database().jobs, get_database())
+
+
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, committed when the handler returns."""
-    async with session_scope() as session:
+    database = get_database()
+    async with database.turns.turn(), transaction(database.sessions, database) as session:
         yield session
 
 
@@ -125,7 +139,9 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
     database = get_database()
     replica = database.router.pick() if database.router else None
-    async with (database.replica_reads[replica.name] if replica else database.reads)() as session:
+    turns = replica.turns if replica else database.turns
+    factory = database.replica_reads[replica.name] if replica else database.reads
+    async with turns.turn(), factory() as session:
         if replica:
             session.info["replica"] = (database.router, replica, database.engine)
         yield session
