@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -168,6 +169,28 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.05)
     pytest.fail(f"nothing listened on port {port} within {timeout} s", pytrace=False)
+
+
+@contextmanager
+def uvicorn(
+    project: Path, database_url: str, log: Path, workers: int = 3, **settings: str
+) -> Iterator[str]:
+    """A bake's service under uvicorn (a pool of 4 a worker unless told); yields its base URL."""
+    port = free_port()
+    env = clean_env(DATABASE_URL=database_url, **{"DATABASE_POOL_SIZE": "4", **settings})
+    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()]
+    command = [sys.executable, "-m", "uvicorn", f"{package}.main:app", "--app-dir", "src"]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 PGBOUNCER_INI = """\

@@ -10,79 +10,18 @@ wrong server connection and requests fail, which shows that the test can see the
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import PgBouncer, PostgresServer, clean_env, free_port, run, wait_for_port
+from tests.helpers import PgBouncer, uvicorn
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
-
-
-@pytest.fixture(scope="module")
-def migrated_project(cookies_session: Any, postgres: PostgresServer) -> Iterator[tuple[Path, str]]:
-    """A PostgreSQL bake with the meetings domain, migrated in a database of its own."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
-    assert result.exit_code == 0, result.exception
-    project = Path(result.project_path)
-    database = postgres.create_database()
-    try:
-        run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=project,
-            env=clean_env(DATABASE_URL=postgres.async_url(database)),
-        )
-        yield project, database
-    finally:
-        postgres.drop_database(database)
-
-
-@contextmanager
-def uvicorn(project: Path, database_url: str, log: Path, **settings: str) -> Iterator[str]:
-    """The service under uvicorn with several workers; yields its base URL."""
-    port = free_port()
-    env = clean_env(DATABASE_URL=database_url, DATABASE_POOL_SIZE="4", **settings)
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"{project_package(project)}.main:app",
-                "--app-dir",
-                "src",
-                "--port",
-                str(port),
-                "--workers",
-                str(WORKERS),
-                "--log-level",
-                "warning",
-            ],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def project_package(project: Path) -> str:
-    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()]
-    return package
 
 
 NO_ANSWER = 0  # the status counted for a request that got no answer in time
