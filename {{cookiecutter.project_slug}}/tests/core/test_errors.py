@@ -19,11 +19,9 @@ from {{ cookiecutter.package_name }}.core.database import (
     get_engine,
     session_scope,
 )
-from {{ cookiecutter.package_name }}.core.database.engine import (
-    engine_from_settings,
-    unavailable_cause,
-)
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 from {{ cookiecutter.package_name }}.core.errors import ANSWERS
+from {{ cookiecutter.package_name }}.core.unavailable import unavailable_cause
 from {{ cookiecutter.package_name }}.main import (
     create_app,
 )

@@ -15,8 +15,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from .database.engine import Cause, unavailable_cause
 from .database.session import get_database
+from .unavailable import Cause, unavailable_cause
 
 logger = logging.getLogger(__name__)
 

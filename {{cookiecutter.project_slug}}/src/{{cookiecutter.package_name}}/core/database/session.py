@@ -1,9 +1,7 @@
 """The service's database, built once per process, and its sessions (writes and reads)."""
 
-from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
@@ -15,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from ..config import get_settings
-from .engine import engine_from_settings, read_bind
-from .replicas import ConnectionTurns, ReadRouter, read_router, retry_on_primary
+from .engine import engine_from_settings, read_bind, turn
+from .replicas import ReadRouter, read_router, retry_on_primary
 from .sqlite import WriteTurns
 
 
@@ -31,7 +29,6 @@ class Database:
     router: ReadRouter | None  # None: every read goes to the primary
     replica_reads: dict[str, async_sessionmaker[AsyncSession]]  # by replica name
     write_turns: WriteTurns | None  # SQLite only
-    turns: ConnectionTurns  # the requests' turns for the primary's pooled connections
     storage_full: bool = False  # the last write failed for want of space (/readyz says so)
 
 
@@ -41,9 +38,9 @@ def get_database() -> Database:
     settings = get_settings()
     engine = engine_from_settings(settings, limit=settings.database_statement_timeout)
     sqlite = engine.dialect.name == "sqlite"  # in memory too: one shared connection
-    jobs = engine if sqlite else engine_from_settings(settings)
     router = read_router(settings, engine)
     replicas = router.replicas if router else []
+    jobs = engine if sqlite else engine_from_settings(settings)  # no time limit
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),
@@ -52,7 +49,6 @@ def get_database() -> Database:
         router,
         {r.name: read_only_sessionmaker(read_bind(r.engine, settings)) for r in replicas},
         WriteTurns(settings.database_sqlite_busy_timeout_ms / 1000) if sqlite else None,
-        ConnectionTurns(settings),
     )
 
 
@@ -66,20 +62,20 @@ async def dispose_engine() -> None:
     if get_database.cache_info().currsize:
         database = get_database()
         get_database.cache_clear()
-        for replica in database.router.replicas if database.router else []:
-            await replica.engine.dispose()
-        await database.jobs.kw["bind"].dispose()
-        await database.engine.dispose()
+        replicas = database.router.replicas if database.router else []
+        for engine in {database.engine, database.jobs.kw["bind"], *(r.engine for r in replicas)}:
+            await engine.dispose()
 
 
 @asynccontextmanager
-async def transaction(
-    factory: async_sessionmaker[AsyncSession], database: Database | None
+async def session_scope(
+    factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> AsyncIterator[AsyncSession]:
-    """A session of ``factory``, committed if the block succeeds, rolled back if it raises;
-    with ``database``'s SQLite write lock held, if it has one."""
-    turns = database.write_turns if database else None
-    async with factory() as session:
+    """A session (for work outside requests: no time limit, unless ``factory`` is given),
+    committed if the block succeeds, rolled back if it raises; SQLite's write lock held."""
+    database = get_database()
+    turns = database.write_turns if factory in (None, database.sessions) else None  # a test's: no
+    async with (factory or database.jobs)() as session:
         async with turns.turn(session) if turns else nullcontext():
             try:
                 yield session
@@ -87,22 +83,13 @@ async def transaction(
                 await session.rollback()
                 raise
             await session.commit()
-        if database and database.storage_full:
+        if database.storage_full:
             database.storage_full = False  # a write went through: there is space again
-
-
-def session_scope(
-    factory: async_sessionmaker[AsyncSession] | None = None,
-) -> AbstractAsyncContextManager[AsyncSession]:
-    """A transaction for work outside requests (scripts, jobs; no time limit) or of
-    ``factory``'s sessions: committed if the block succeeds, rolled back if it raises."""
-    return transaction(factory, None) if factory else transaction(get_database().jobs, get_database())
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, committed when the handler returns."""
-    database = get_database()
-    async with database.turns.turn(), transaction(database.sessions, database) as session:
+    async with turn(get_engine()), session_scope(get_database().sessions) as session:
         yield session
 
 
@@ -113,11 +100,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 class ReadOnlySession(Session):
     """A session that refuses ORM writes: flushes and ORM INSERT/UPDATE/DELETE statements."""
 
-
-@event.listens_for(ReadOnlySession, "before_flush")
-def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
-    if session.new or session.dirty or session.deleted:
-        raise InvalidRequestError("this session is read-only; use SessionDep to write")
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise InvalidRequestError("this session is read-only; use SessionDep to write")
 
 
 @event.listens_for(ReadOnlySession, "do_orm_execute")
@@ -139,9 +124,8 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
     database = get_database()
     replica = database.router.pick() if database.router else None
-    turns = replica.turns if replica else database.turns
     factory = database.replica_reads[replica.name] if replica else database.reads
-    async with turns.turn(), factory() as session:
+    async with turn(replica.engine if replica else database.engine), factory() as session:
         if replica:
             session.info["replica"] = (database.router, replica, database.engine)
         yield session
