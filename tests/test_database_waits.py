@@ -83,8 +83,8 @@ def transactions_left_open(postgres: PostgresServer, database: str) -> list[Any]
             host=url.host, port=url.port or 5432, user=url.username, database=database
         )
         try:
-            query = "SELECT state FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in%'"
-            return list(await connection.fetch(query, database))
+            query = "SELECT state FROM pg_stat_activity WHERE datname = $1 AND state LIKE $2"
+            return list(await connection.fetch(query, database, "idle in%"))
         finally:
             await connection.close()
 

@@ -72,12 +72,28 @@ def test_with_database_pgbouncer_no_request_fails(
     assert "prepared statement" not in output
 
 
+def test_without_it_pgbouncer_refuses_the_services_connections(
+    migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    project, database = migrated_project
+    log = tmp_path / "uvicorn.log"
+    # PgBouncer refuses statement_timeout (DATABASE_STATEMENT_TIMEOUT) as a startup parameter:
+    # the service cannot connect, and says so with 503s rather than failing now and then.
+    with uvicorn(project, pgbouncer.url(database), log) as base_url:
+        statuses = asyncio.run(traffic(base_url, rounds=24))
+        ready = httpx.get(f"{base_url}/readyz", timeout=15)
+    assert set(statuses) == {503}, statuses
+    assert ready.status_code == 503, ready.text
+
+
 def test_without_it_prepared_statements_meet_the_wrong_connection(
     migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
 ) -> None:
     project, database = migrated_project
     log = tmp_path / "uvicorn.log"
-    with uvicorn(project, pgbouncer.url(database), log) as base_url:
+    # Without the time limit, which PgBouncer would refuse (see above).
+    settings = {"DATABASE_STATEMENT_TIMEOUT": "0"}
+    with uvicorn(project, pgbouncer.url(database), log, **settings) as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
     # Requests fail, or hang until the client gives up: a statement prepared on one server

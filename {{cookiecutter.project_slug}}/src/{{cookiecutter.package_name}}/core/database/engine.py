@@ -10,14 +10,12 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Dialect, ExceptionContext
+from sqlalchemy.engine import URL, Dialect, Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, Pool
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..config import Settings, get_settings
 from .sqlite import configure_sqlite
-
-CLIENT_GRACE = 0.5  # seconds the client waits past a statement's limit for the server's answer
 
 
 def engine_from_settings(
@@ -27,9 +25,8 @@ def engine_from_settings(
     PostgreSQL, statements limited to ``limit`` s (0: none). ``migrating`` (Alembic) on
     SQLite: foreign keys off for batch mode, and SQLite waits out the busy timeout itself."""
     url, s = url or settings.sqlalchemy_url, settings
-    pool: dict[str, Any] = {"pool_size": s.database_pool_size}
-    pool |= {"max_overflow": s.database_max_overflow, "pool_timeout": s.database_pool_timeout}
-    pool["pool_recycle"] = s.database_pool_recycle
+    pool = {"pool_timeout": s.database_pool_timeout, "pool_size": s.database_pool_size}
+    pool |= {"max_overflow": s.database_max_overflow, "pool_recycle": s.database_pool_recycle}
     if url.get_backend_name() == "sqlite":
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
         memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
@@ -44,8 +41,8 @@ def engine_from_settings(
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
             connect_args["statement_cache_size"] = 0
             connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
-        if limit:  # asyncpg's own limit, for a server that never answers (on connecting too)
-            connect_args["command_timeout"] = connect_args["timeout"] = limit + CLIENT_GRACE
+        if limit:  # asyncpg's, 0.5 s later, for a server that never answers (on connecting too)
+            connect_args["command_timeout"] = connect_args["timeout"] = limit + 0.5
         if limit and not s.database_pgbouncer:  # PostgreSQL's (PgBouncer refuses it here)
             connect_args["server_settings"]["statement_timeout"] = f"{math.ceil(limit * 1000)}"
         engine = create_async_engine(url, connect_args=connect_args, **pool)
@@ -57,6 +54,7 @@ def engine_from_settings(
         if s.database_pool_check_connections:
             check_connections_before_use(engine, ping_after=s.database_pool_ping_after)
     event.listen(engine.sync_engine, "do_connect", _connect)
+    _TURNS[engine.sync_engine] = asyncio.Semaphore(s.database_pool_size + s.database_max_overflow)
     return engine
 
 
@@ -70,8 +68,7 @@ def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str
 
 
 def _given_up(context: ExceptionContext) -> BaseException | None:
-    """asyncpg gave up on a server that does not answer at all (a frozen one keeps its
-    connections open): that connection is closed at once, not waited for, as a lost one."""
+    """asyncpg gave up on a server that never answers (a frozen one): close it now, as lost."""
     driver = context.connection.connection.driver_connection if context.connection else None
     if not isinstance(context.original_exception, TimeoutError) or driver is None:
         return None
@@ -109,21 +106,23 @@ def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> N
         record.info["last_used"] = time.monotonic()
 
 
-_TURNS: WeakKeyDictionary[Pool, asyncio.Semaphore] = WeakKeyDictionary()  # see turn()
+_TURNS: WeakKeyDictionary[Engine, asyncio.Semaphore] = WeakKeyDictionary()  # see turn()
 
 
 @asynccontextmanager
-async def turn(engine: AsyncEngine) -> AsyncIterator[None]:
-    """A request's turn for ``engine``'s pooled connections, in arrival order, within the pool
-    timeout (SQLAlchemy's pool serves whoever asks next: often a newcomer, not a waiter)."""
-    s = get_settings()
-    size = s.database_pool_size + s.database_max_overflow
-    turns = _TURNS.setdefault(engine.sync_engine.pool, asyncio.Semaphore(size))
+async def turn(engine: AsyncEngine, *, or_else: AsyncEngine | None = None) -> AsyncIterator[bool]:
+    """A turn for ``engine``'s pooled connections in arrival order (SQLAlchemy's pool serves
+    whoever asks next) within the pool timeout; past it, ``or_else``'s (the block gets False)."""
+    turns = _TURNS[engine.sync_engine]
     try:
-        await asyncio.wait_for(turns.acquire(), s.database_pool_timeout)
+        await asyncio.wait_for(turns.acquire(), get_settings().database_pool_timeout)
     except TimeoutError:
-        raise exc.TimeoutError("no pooled connection became free in time") from None
+        if or_else is None:
+            raise exc.TimeoutError("no pooled connection became free in time") from None
+        async with turn(or_else):
+            yield False
+            return
     try:
-        yield
+        yield True
     finally:
         turns.release()

@@ -74,7 +74,7 @@ async def session_scope(
     """A session (for work outside requests: no time limit, unless ``factory`` is given),
     committed if the block succeeds, rolled back if it raises; SQLite's write lock held."""
     database = get_database()
-    turns = database.write_turns if factory in (None, database.sessions) else None  # a test's: no
+    turns = database.write_turns if factory in (None, database.sessions) else None  # not a test's
     async with (factory or database.jobs)() as session:
         async with turns.turn(session) if turns else nullcontext():
             try:
@@ -123,12 +123,13 @@ def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_session
 async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
     database = get_database()
-    replica = database.router.pick() if database.router else None
-    factory = database.replica_reads[replica.name] if replica else database.reads
-    async with turn(replica.engine if replica else database.engine), factory() as session:
-        if replica:
-            session.info["replica"] = (database.router, replica, database.engine)
-        yield session
+    replica, primary = database.router.pick() if database.router else None, database.engine
+    async with turn(replica.engine, or_else=primary) if replica else turn(primary) as own_turn:
+        factory = database.replica_reads[replica.name] if replica and own_turn else database.reads
+        async with factory() as session:
+            if replica and own_turn:  # not the primary's, which it took when the replica's was long
+                session.info["replica"] = (database.router, replica, database.engine)
+            yield session
 
 
 # scope="function" gives the connection back before the response is sent.
