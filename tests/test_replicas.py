@@ -236,6 +236,14 @@ def create_room(service: Service) -> int:
     return int(response.json()["id"])
 
 
+def replayed_room(service: Service) -> int:
+    """A room created once the replica is up, and read back on every worker (replayed)."""
+    wait_for_state(service, "up")
+    room = create_room(service)
+    each_worker(service, f"/rooms/{room}", lambda r: r.status_code == 200)
+    return room
+
+
 def pause_replay(servers: PrimaryWithReplica) -> None:
     servers.fetchval("replica", "SELECT pg_wal_replay_pause()")
 
@@ -348,9 +356,7 @@ async def answered(outcomes: Counter[int | str], count: int) -> None:
 def test_a_replica_that_stops_under_load_fails_no_request(
     patient: Service, servers: PrimaryWithReplica
 ) -> None:
-    wait_for_state(patient, "up")
-    room = create_room(patient)
-    each_worker(patient, f"/rooms/{room}", lambda r: r.status_code == 200)  # replayed
+    room = replayed_room(patient)
     path = f"/rooms/{room}"
 
     async def stop_under_load() -> tuple[Counter[int | str], Counter[int | str]]:
@@ -535,9 +541,7 @@ SLACK = 1.5
 def test_a_replica_that_stops_answering_delays_reads_by_seconds_not_forever(
     patient: Service, servers: PrimaryWithReplica
 ) -> None:
-    wait_for_state(patient, "up")
-    room = create_room(patient)
-    each_worker(patient, f"/rooms/{room}", lambda r: r.status_code == 200)  # replayed
+    room = replayed_room(patient)
     with frozen(servers.replica_data):
         reads = asyncio.run(timed_requests(patient.base_url, "GET", f"/rooms/{room}", 8))
         wait_for_state(patient, "down")  # by a failed read, or a check (CHECK_TIMEOUT: 2 s)
@@ -552,9 +556,7 @@ def test_a_replica_that_stops_answering_delays_reads_by_seconds_not_forever(
 def test_a_primary_that_stops_answering_fails_writes_in_seconds_not_forever(
     patient: Service, servers: PrimaryWithReplica
 ) -> None:
-    wait_for_state(patient, "up")
-    room = create_room(patient)
-    each_worker(patient, f"/rooms/{room}", lambda r: r.status_code == 200)  # replayed
+    room = replayed_room(patient)
     body = {"name": f"room {uuid.uuid4().hex}", "capacity": 4}
     with frozen(servers.primary_data):
         # No more than a worker's pool (DATABASE_POOL_SIZE=4): none waits for another's turn.
