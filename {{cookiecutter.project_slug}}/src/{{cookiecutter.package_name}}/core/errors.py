@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Match
 
-from .database.engine import Cause, unavailable_cause
 from .database.session import get_database
+from .unavailable import Cause, unavailable_cause
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ ANSWERS: dict[Cause, tuple[str, str]] = {
     "storage full": (
         "database storage is full: writes are refused until space is freed",
         "the database's storage is full; free disk space (reads still work)",
+    ),
+    "timed out": (
+        "database busy: a statement ran past its time limit; retry later",
+        "a statement ran past DATABASE_STATEMENT_TIMEOUT (on a replica, the read's limit)",
     ),
     "unreachable": (
         "database unavailable; retry later",
