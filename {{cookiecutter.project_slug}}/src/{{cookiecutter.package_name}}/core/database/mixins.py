@@ -15,8 +15,7 @@ _now = partial(datetime.now, UTC)
 
 
 class utcnow(FunctionElement[datetime]):
-    """The current UTC time, by the database: statement_timestamp() on PostgreSQL (not the
-    transaction's start), milliseconds on SQLite (SQLAlchemy's compiler extension)."""
+    """Now in UTC, by the database: statement_timestamp() on PostgreSQL, ms on SQLite."""
 
     type = UTCDateTime()
     inherit_cache = True

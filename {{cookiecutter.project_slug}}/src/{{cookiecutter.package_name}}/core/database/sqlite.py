@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 BUSY_SLICE_MS = 3  # SQLite's own wait, while its backoff is short (1, 2 ms; later 100)
 SHARE_AFTER = 0.1  # seconds of this process's writers back to back before others get a turn
+SHARE_PAUSE, SHARED_FOR = 0.02, 10.0  # the turn given, while another process wrote that lately
 
 
 def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory: bool) -> None:
     """Real transactions (BEGIN here, as SQLAlchemy's SQLite docs advise: the driver's skips
     SELECTs; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout."""
-
     busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)  # see WriteTurns
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -38,15 +38,15 @@ def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory:
 
 
 class WriteTurns:
-    """The writers of a process take turns on a SQLite file, first come, first served (in
-    SQLite's busy handler, backing off up to 100 ms a try, many waited far longer than the
-    lock was held); only the one whose turn it is meets other processes' writers."""
+    """A process's writers take turns on a SQLite file, first come, first served (SQLite's
+    backoff waits up to 100 ms a try); only the one whose turn it is meets other processes'."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = asyncio.Lock()
         self._waiting = 0  # writers of this process waiting for their turn
         self._busy_since: float | None = None  # since they have had the lock back to back
+        self._others_seen = -SHARED_FOR  # when another process last held the lock
 
     @asynccontextmanager
     async def turn(self, session: AsyncSession) -> AsyncIterator[None]:
@@ -65,8 +65,9 @@ class WriteTurns:
         try:
             if self._busy_since is None:
                 self._busy_since = loop.time()
-            elif loop.time() - self._busy_since > SHARE_AFTER:  # let other processes in
-                await asyncio.sleep(BUSY_SLICE_MS / 1000)
+            elif loop.time() - self._busy_since > SHARE_AFTER:  # let other processes in, for
+                shared = loop.time() - self._others_seen < SHARED_FOR  # longer if they write
+                await asyncio.sleep(SHARE_PAUSE if shared else BUSY_SLICE_MS / 1000)
                 self._busy_since = loop.time()
             while True:
                 try:
@@ -76,6 +77,7 @@ class WriteTurns:
                     busy = getattr(error.orig, "sqlite_errorname", "").startswith("SQLITE_BUSY")
                     if not busy or loop.time() >= deadline:
                         raise
+                    self._others_seen = loop.time()
                     await session.rollback()  # gives the connection back meanwhile
             yield
         finally:
