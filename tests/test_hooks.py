@@ -677,7 +677,7 @@ def test_every_meetings_path_of_the_template_is_listed(post: types.ModuleType) -
     assert unlisted == []
 
 
-@pytest.mark.parametrize(("chosen", "removed"), [("meetings", 0), ("none", 6)])
+@pytest.mark.parametrize(("chosen", "removed"), [("meetings", 0), ("none", 7)])
 def test_unchosen_domain_paths_name_the_other_domains_files(
     post: types.ModuleType, chosen: str, removed: int
 ) -> None:
