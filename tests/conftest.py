@@ -14,9 +14,12 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import (
     DEFAULT_POSTGRES_URL,
+    POSTGRES_BIN,
     REPO_ROOT,
     PgBouncer,
     PostgresServer,
+    PrimaryWithReplica,
+    ReplicationError,
     clean_env,
     find_pgbouncer,
     run,
@@ -69,3 +72,19 @@ def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     finally:
         bouncer.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[PrimaryWithReplica]:
+    """A primary and its streaming replica for a module; skipped without the binaries."""
+    if not (POSTGRES_BIN / "pg_basebackup").exists() or shutil.which("runuser") is None:
+        skip_or_fail(f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}")
+    pair = PrimaryWithReplica()
+    try:
+        pair.start()
+    except ReplicationError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield pair
+    finally:
+        pair.stop()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,13 +30,10 @@ import httpx
 import pytest
 
 from tests.helpers import (
-    POSTGRES_BIN,
     PrimaryWithReplica,
-    ReplicationError,
     clean_env,
     free_port,
     run,
-    skip_or_fail,
     wait_for_port,
 )
 
@@ -64,22 +60,6 @@ async def app(scope, receive, send):
 
     await service(scope, receive, send_with_worker if scope["type"] == "http" else send)
 """
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[PrimaryWithReplica]:
-    """A primary and its streaming replica for this module; skipped without the binaries."""
-    if not (POSTGRES_BIN / "pg_basebackup").exists() or shutil.which("runuser") is None:
-        skip_or_fail(f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}")
-    pair = PrimaryWithReplica()
-    try:
-        pair.start()
-    except ReplicationError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield pair
-    finally:
-        pair.stop()
 
 
 @dataclass

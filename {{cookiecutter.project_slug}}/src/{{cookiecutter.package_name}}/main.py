@@ -18,8 +18,9 @@ from .core.config import settings_or_exit
 from .core.database import dispose_engine
 from .core.database.replicas import watching_replicas
 from .core.database.session import get_database
-from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_body_answers
+from .core.errors import ANSWERS, EXCEPTION_HANDLERS, UnexpectedErrors, document_body_answers
 from .core.logs import configure_logging, is_valid_request_id
+from .core.telemetry import start_tracing, untraced
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
 {% endif %}
@@ -47,8 +48,9 @@ class Probe(BaseModel):
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Start without waiting for the database (it may come up later); check the read
     replicas in the background, if any; close the pools on exit."""
-    async with watching_replicas(get_database().router):
-        yield
+    with untraced():  # the task that checks the replicas inherits this
+        async with watching_replicas(get_database().router):
+            yield
     await dispose_engine()
 
 
@@ -71,6 +73,8 @@ def create_app() -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    # Bugs: logged and recorded once, answered with a plain 500 that carries the request id.
+    app.add_middleware(UnexpectedErrors)
     # Added last, so it runs first: every answer, CORS preflights included, has a request id
     # (the client's X-Request-ID when it sent a usable one) and so has every log line.
     app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
@@ -109,6 +113,9 @@ def create_app() -> FastAPI:
     add_meetings_api(app)
 {% endif %}
     document_body_answers(app, settings.max_request_body_bytes)
+    database = get_database()
+    replicas = database.router.replicas if database.router is not None else []
+    start_tracing(app, [database.engine, *(replica.engine for replica in replicas)])
     return app
 
 
