@@ -6,14 +6,17 @@ ASGI wrapper, written by the fixture outside the bake, adds one route with a bug
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,15 +33,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.helpers import PrimaryWithReplica, clean_env, free_port, run, wait_for_port
+from tests.helpers import (
+    PrimaryWithReplica,
+    clean_env,
+    free_port,
+    run,
+    skip_or_fail,
+    wait_for_port,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("observability")]
 # In the service's database URLs (the servers trust every local login): it must never be
 # exported, nor logged.
 PASSWORD = "hunter2-secret"
+POOL_SIZE = 2
 
-# Serves the bake's app with one more route: a bug that reaches the database (a NOT NULL
-# column left empty), the kind of error no handler answers.
+# Serves the bake's app with two more routes: a bug that reaches the database (a NOT NULL
+# column left empty), the kind of error no handler answers; and a slow statement.
 BUG_WRAPPER = """\
 from sqlalchemy import text
 
@@ -49,6 +60,11 @@ from {package}.main import app
 @app.post("/bug")
 async def bug(session: SessionDep) -> None:
     await session.execute(text("INSERT INTO rooms (name, capacity) VALUES (NULL, 1)"))
+
+
+@app.get("/slow")
+async def slow(session: SessionDep) -> None:
+    await session.execute(text("SELECT pg_sleep(0.2)"))
 """
 
 
@@ -186,6 +202,7 @@ def receiver() -> Iterator[OTLPReceiver]:
 class Service:
     base_url: str
     log: Path
+    metrics_port: int = 0
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records written so far (every line must be one)."""
@@ -264,8 +281,11 @@ def observed(
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_SERVICE_NAME": "observed-service",
         "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: export at once, not every 5 s
+        "METRICS_PORT": str(free_port()),
+        "DATABASE_POOL_SIZE": str(POOL_SIZE),
     }
     with serve(bake, log, "--no-access-log", LOG_LEVEL="INFO", **settings) as service:
+        service.metrics_port = int(settings["METRICS_PORT"])
         yield service
 
 
@@ -355,3 +375,115 @@ def test_a_bug_is_logged_once_recorded_on_its_trace_and_answered_with_a_plain_50
     assert "null value in column" in error["exc_info"]
     assert PASSWORD not in observed.log.read_text()
     assert not any(PASSWORD.encode() in body for body in receiver.bodies)
+
+
+PROMETHEUS_CONFIG = """\
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: service
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+"""
+
+
+@pytest.fixture(scope="module")
+def prometheus(observed: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus server scraping ``observed``'s metrics every second; its base URL."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        skip_or_fail("prometheus is not installed (apt-get install prometheus)")
+    folder = tmp_path_factory.mktemp("prometheus")
+    (folder / "prometheus.yml").write_text(PROMETHEUS_CONFIG.format(port=observed.metrics_port))
+    port = free_port()
+    command = [
+        binary,
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with (folder / "prometheus.log").open("wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, timeout=60)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def query(prometheus: str, promql: str) -> float | None:
+    """The one value of an instant PromQL query, or None while it has none."""
+    answer = httpx.get(prometheus + "/api/v1/query", params={"query": promql}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_for_value(
+    prometheus: str, promql: str, accept: Callable[[float], bool], timeout: float = 60
+) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = query(prometheus, promql)
+        if value is not None and accept(value):
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{promql} never met its condition: {query(prometheus, promql)}", pytrace=False)
+
+
+async def slow_load(base_url: str, clients: int, done: threading.Event) -> Counter[int]:
+    """``clients`` clients GET /slow until ``done`` is set; their answers' status codes."""
+    statuses: Counter[int] = Counter()
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+
+        async def one_client() -> None:
+            while not done.is_set():
+                statuses[(await client.get("/slow")).status_code] += 1
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return statuses
+
+
+def test_prometheus_sees_the_pool_saturate_and_latency_rise_under_load(
+    observed: Service, prometheus: str
+) -> None:
+    metrics = f"http://127.0.0.1:{observed.metrics_port}/metrics"
+    # Scraped: the pool is known before any load.
+    wait_for_value(prometheus, 'up{job="service"}', lambda value: value == 1)
+    wait_for_value(prometheus, 'db_pool_size{database="primary"}', lambda v: v == POOL_SIZE)
+    assert query(prometheus, 'db_pool_connections_in_use{database="primary"}') == 0
+    done, statuses = threading.Event(), Counter[int]()
+
+    def load() -> None:
+        statuses.update(asyncio.run(slow_load(observed.base_url, 4 * POOL_SIZE, done)))
+
+    loading = threading.Thread(target=load)
+    loading.start()
+    scrapes: list[float] = []
+    try:
+        # Until Prometheus sees the pool full and requests waiting for it; meanwhile the
+        # metrics answer at once: a scrape never waits for the database.
+        deadline = time.monotonic() + 60
+        full = f'max_over_time(db_pool_connections_in_use{{database="primary"}}[1m]) >= {POOL_SIZE}'
+        while query(prometheus, full) is None or query(prometheus, "db_pool_waiting > 0") is None:
+            assert time.monotonic() < deadline, "Prometheus never saw the pool full"
+            started = time.monotonic()
+            httpx.get(metrics, timeout=5).raise_for_status()
+            scrapes.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        done.set()
+        loading.join(timeout=120)
+    assert set(statuses) == {200}, statuses
+    assert max(scrapes, default=0) < 1.0, scrapes
+    # The slow route's latency: each request holds a connection 0.2 s, and most waited for one.
+    slow = 'route="/slow",status_code="200"'
+    buckets = f"sum by (le) (http_server_request_duration_seconds_bucket{{{slow}}})"
+    wait_for_value(prometheus, f"histogram_quantile(0.9, {buckets})", lambda v: v >= 0.2)
+    mean_wait = "sum(db_pool_wait_seconds_sum) / sum(db_pool_wait_seconds_count)"
+    wait_for_value(prometheus, mean_wait, lambda value: value > 0.01)
+    # The replica's state and lag are there, one series each.
+    assert query(prometheus, 'db_replica_state{state="up"}') == 1
+    assert query(prometheus, "db_replica_lag_seconds") is not None

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .database.engine import Cause, unavailable_cause
 from .database.session import get_database
+from .metrics import count_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ async def database_error(_request: Request, error: Exception) -> Response:
     cause = unavailable_cause(error)
     if cause is None:
         raise error
+    count_unavailable(cause)
     detail, condition = ANSWERS[cause]
     # The exception type only: driver messages can hold host names or credentials.
     logger.warning("database %s: %s (%s)", cause, condition, type(error).__name__)

@@ -48,14 +48,13 @@ class TraceIds(logging.Filter):
         return True
 
 
-def start_tracing(app: FastAPI, engines: list[AsyncEngine]) -> bool:
-    """Trace ``app``'s requests and ``engines``' statements, if the OTEL_* variables ask."""
+def start_tracing(app: FastAPI) -> None:
+    """Trace ``app``'s requests, if the OTEL_* variables ask (before it serves)."""
     if not tracing_requested():
-        return False
+        return
     # Imported here: a service that does not trace never loads the SDK.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -75,17 +74,24 @@ def start_tracing(app: FastAPI, engines: list[AsyncEngine]) -> bool:
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, exclude_spans=["receive", "send"]
     )
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == HANDLER_NAME:
+            handler.addFilter(TraceIds())
+
+
+def trace_statements(engines: list[AsyncEngine]) -> None:
+    """A span for each SQL statement ``engines`` run, if tracing (in the serving process)."""
+    if not tracing_requested():
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
     # The instrumentation declares SQLAlchemy "< 2.1" (its latest release predates 2.1); the
     # engine events it listens to are unchanged in 2.1, as tests/test_observability.py shows.
     SQLAlchemyInstrumentor().instrument(
         engines=[engine.sync_engine for engine in engines],
-        tracer_provider=provider,
+        tracer_provider=trace.get_tracer_provider(),
         skip_dep_check=True,
     )
-    for handler in logging.getLogger().handlers:
-        if handler.get_name() == HANDLER_NAME:
-            handler.addFilter(TraceIds())
-    return True
 
 
 @contextmanager
