@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal
 
 import sqlalchemy.exc
@@ -52,11 +53,14 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings, database = get_settings(), get_database()
     replicas = database.router.replicas if database.router is not None else []
     trace_statements([database.engine, *(replica.engine for replica in replicas)])
-    if settings.metrics_port is not None:
-        start_metrics(settings.metrics_port)
-    with untraced():  # the task that checks the replicas inherits this
-        async with watching_replicas(database.router):
-            yield
+    metrics = start_metrics(settings.metrics_port) if settings.metrics_port else None
+    async with AsyncExitStack() as watching:
+        with untraced():  # for the task that checks the replicas, which starts here
+            await watching.enter_async_context(watching_replicas(database.router))
+        yield
+    if metrics is not None:
+        await asyncio.to_thread(metrics.shutdown)  # waits for its thread's loop to stop
+        metrics.server_close()
     await dispose_engine()
 
 

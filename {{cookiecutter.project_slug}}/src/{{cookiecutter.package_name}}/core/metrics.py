@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -158,14 +159,16 @@ def measure_database() -> None:
     event.listen(Session, "after_transaction_end", _waiting_gives_up)
 
 
-def start_metrics(port: int) -> None:
-    """Serve the metrics on ``port``, or the next free one (another worker's), in a thread."""
+def start_metrics(port: int) -> WSGIServer | None:
+    """Serve the metrics on ``port``, or the next free one (another worker's), in a thread;
+    the server, to be shut down, or None if every port was taken."""
     measure_database()
     for candidate in range(port, port + PORTS_TO_TRY):
         try:
-            start_http_server(candidate)
+            server, _thread = start_http_server(candidate)
         except OSError:
             continue
         logger.info("metrics on port %d", candidate)
-        return
+        return server
     logger.warning("metrics not served: ports %d-%d are taken", port, port + PORTS_TO_TRY - 1)
+    return None

@@ -15,12 +15,17 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .logs import HANDLER_NAME
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 # The service's name in traces unless OTEL_SERVICE_NAME gives another.
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
@@ -48,10 +53,11 @@ class TraceIds(logging.Filter):
         return True
 
 
-def start_tracing(app: FastAPI) -> None:
-    """Trace ``app``'s requests, if the OTEL_* variables ask (before it serves)."""
+def start_tracing(app: FastAPI, exporter: SpanExporter | None = None) -> TracerProvider | None:
+    """Trace ``app``'s requests, if the OTEL_* variables ask (before it serves); the spans go
+    to ``exporter``, OTLP/HTTP unless told."""
     if not tracing_requested():
-        return
+        return None
     # Imported here: a service that does not trace never loads the SDK.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -68,7 +74,7 @@ def start_tracing(app: FastAPI) -> None:
     # The sampler comes from OTEL_TRACES_SAMPLER (default: parentbased_always_on); the
     # exporter's endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*.
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     # No spans of their own for each ASGI message sent and received: the request's is enough.
     FastAPIInstrumentor.instrument_app(
@@ -77,6 +83,7 @@ def start_tracing(app: FastAPI) -> None:
     for handler in logging.getLogger().handlers:
         if handler.get_name() == HANDLER_NAME:
             handler.addFilter(TraceIds())
+    return provider
 
 
 def trace_statements(engines: list[AsyncEngine]) -> None:
@@ -96,7 +103,7 @@ def trace_statements(engines: list[AsyncEngine]) -> None:
 
 @contextmanager
 def untraced() -> Iterator[None]:
-    """No spans for the statements run in the block, nor in the tasks it starts: the
+    """No spans for the statements run in the block, nor ever in the tasks it starts: the
     background checks of the read replicas would otherwise be a trace of their own every
     second."""
     if not tracing_requested():

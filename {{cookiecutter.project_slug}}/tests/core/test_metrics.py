@@ -1,0 +1,58 @@
+"""Metrics: served on METRICS_PORT from memory; requests by route, the database's own."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.core.metrics import count_unavailable
+from {{ cookiecutter.package_name }}.main import create_app
+
+from tests.harness import free_port, serve
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name{labels}`` in Prometheus' text format, if there is one."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric, _, label_text = series.partition("{")
+        if metric == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            return float(value)
+    return None
+
+
+async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
+    environ: pytest.MonkeyPatch, committed_database: str
+) -> None:
+    port = free_port()
+    environ.setenv("METRICS_PORT", str(port))
+    application = create_app()
+    count_unavailable("pool exhausted")
+    with socket.socket() as taken:  # as by another worker
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        async with serve(application) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/no/such/route")).status_code == 404
+            async with httpx.AsyncClient(timeout=5) as scraper:
+                scraped = await scraper.get(f"http://127.0.0.1:{port + 1}/metrics")
+    assert scraped.status_code == 200
+    text = scraped.text
+    duration = "http_server_request_duration_seconds_count"
+    assert sample(text, duration, method="GET", route="/readyz", status_code="200") == 1
+    assert sample(text, duration, method="GET", route="unmatched", status_code="404") == 1
+    assert sample(text, "db_pool_size", database="primary") is not None
+    assert sample(text, "db_pool_connections_in_use", database="primary") == 0
+    waited = sample(text, "db_pool_wait_seconds_count")
+    assert waited is not None
+    assert waited >= 1
+    assert sample(text, "db_pool_waiting") == 0
+    unavailable = sample(text, "db_unavailable_responses_total", cause="pool_exhausted")
+    assert unavailable is not None
+    assert unavailable >= 1
+    # Shut down with the service.
+    with pytest.raises(httpx.TransportError):
+        async with httpx.AsyncClient(timeout=2) as scraper:
+            await scraper.get(f"http://127.0.0.1:{port + 1}/metrics")
