@@ -5,12 +5,12 @@
     .venv/bin/python benchmarks/run.py --only B2  # some of them; prints, writes nothing
 
 Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
-B1-B6 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
+B1-B8 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
 streaming appends, and reads from a streaming replica. Every number comes with the baseline it
 is compared to, measured in the same run: the machines are shared and noisy, so ratios mean more
 than absolute times. Needs wrk (apt-get install wrk) and the PostgreSQL server of
 TEMPLATE_POSTGRES_URL; B6 starts a primary and a replica of its own from PostgreSQL's server
-binaries (tests/helpers.py ``PrimaryWithReplica``).
+binaries (tests/helpers.py ``PrimaryWithReplica``). B8 prices traces and metrics.
 """
 
 from __future__ import annotations
@@ -1040,6 +1040,78 @@ def bench_replica(project: Project, report: Report, repeats: int, seconds: float
     )
 
 
+# --- B8: the cost of seeing inside ---------------------------------------------------------
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes every export and answers 200 at once; its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Sink)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def bench_observability(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    """B2's read and B5's append (1 worker, PostgreSQL) with nothing on (the default), with
+    traces exported over OTLP/HTTP (default sampler: every request), and with metrics."""
+    with otlp_sink() as sink:
+        settings = {
+            "off (default)": {},
+            "traces on (OTLP/HTTP, default sampler)": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink},
+            "metrics on (METRICS_PORT)": {"METRICS_PORT": str(free_port())},
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
+        for _ in range(repeats):
+            for name, extra in settings.items():
+                env = service_env(project, project.pg_url, **extra)
+                with uvicorn(HERE, "bench_app:app", env) as base:
+                    room = seed_room(base)
+                    body = {"room_id": room, "title": "b8", "language": "en"}
+                    transcript = httpx.post(base + "/transcripts", json=body).json()["id"]
+                    wrk(f"{base}/rooms/{room}", 1)  # warm up
+                    read, bad = wrk(f"{base}/rooms/{room}", seconds)
+                    append, bad_appends, _, _ = wrk_latency(
+                        base,
+                        seconds,
+                        connections=10,
+                        script=HERE / "append.lua",
+                        env={**os.environ, "BATCH": "1", "TRANSCRIPTS": str(transcript)},
+                    )
+                    if bad or bad_appends:
+                        raise SystemExit(f"B8 {name}: {bad + bad_appends} failed requests")
+                    results[name].append((read, append))
+    off_read, off_append = (median([r[i] for r in results["off (default)"]]) for i in (0, 1))
+    for name, runs in results.items():
+        read, append = (median([r[i] for r in runs]) for i in (0, 1))
+        report.add(
+            Row(
+                "B8",
+                f"observability {name}, 1 worker, PostgreSQL: GET /rooms/{{id}} (50 connections)"
+                " / append 1 segment (10 connections)",
+                f"{read:,.0f} / {append:,.0f} req/s",
+                f"{off_read:,.0f} / {off_append:,.0f} req/s (off)",
+                f"{read / off_read:.2f}x / {append / off_append:.2f}x",
+            )
+        )
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1093,7 +1165,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7"],
+        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
         help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -1125,6 +1197,7 @@ def main() -> int:
             "SQLite soak",
             lambda p, r: bench_sqlite_soak(p, r, 3 if options.quick else 60, options.quick),
         ),
+        "B8": ("observability", lambda p, r: bench_observability(p, r, repeats, seconds)),
     }
     WORK.mkdir(exist_ok=True)
     report = Report()

@@ -55,11 +55,12 @@ def test_a_quick_benchmark_run_reports_every_bench(
     output = tmp_path / "results.md"
     run_benchmarks(postgres, tmp_path / "work", "--quick", "--output", str(output), timeout=900)
     text = output.read_text()
-    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7"):
+    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"):
         assert f"| {bench} |" in text
     assert "raw asyncpg pool" in text
     assert "contrast: blocking driver call" in text
     assert "(primary only)" in text  # B6's baseline
+    assert "req/s (off)" in text  # B8's
     assert "- machine:" in text
 
 
