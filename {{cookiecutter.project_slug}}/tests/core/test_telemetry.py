@@ -52,7 +52,7 @@ def test_log_records_carry_the_current_span_ids() -> None:
 
 
 async def test_a_request_is_one_trace_with_a_span_per_statement_and_bugs_on_it(
-    environ: pytest.MonkeyPatch,
+    environ: pytest.MonkeyPatch, committed_database: str
 ) -> None:
     application = create_app()  # untraced: the variables are not set yet
 
