@@ -24,7 +24,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
-    environ: pytest.MonkeyPatch, committed_database: str
+    environ: pytest.MonkeyPatch, committed_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
     environ.setenv("METRICS_PORT", str(port))
@@ -34,10 +34,14 @@ async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
         taken.bind(("127.0.0.1", port))
         taken.listen()
         async with serve(application) as client:
+            (served,) = [r.getMessage() for r in caplog.records if r.msg == "metrics on port %d"]
+            served_port = int(served.rpartition(" ")[2])
+            assert served_port > port  # the next free one (usually port + 1)
+            metrics = f"http://127.0.0.1:{served_port}/metrics"
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/no/such/route")).status_code == 404
             async with httpx.AsyncClient(timeout=5) as scraper:
-                scraped = await scraper.get(f"http://127.0.0.1:{port + 1}/metrics")
+                scraped = await scraper.get(metrics)
     assert scraped.status_code == 200
     text = scraped.text
     duration = "http_server_request_duration_seconds_count"
@@ -55,4 +59,4 @@ async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
     # Shut down with the service.
     with pytest.raises(httpx.TransportError):
         async with httpx.AsyncClient(timeout=2) as scraper:
-            await scraper.get(f"http://127.0.0.1:{port + 1}/metrics")
+            await scraper.get(metrics)
