@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -168,6 +169,37 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.05)
     pytest.fail(f"nothing listened on port {port} within {timeout} s", pytrace=False)
+
+
+def project_package(project: Path) -> str:
+    """The import name of a bake's package (its one folder under src/)."""
+    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()]
+    return package
+
+
+@contextmanager
+def serve(
+    project: Path, database_url: str, log: Path, workers: int = 1, **settings: str
+) -> Iterator[str]:
+    """A bake's service under uvicorn, its output in ``log``; yields its base URL."""
+    port = free_port()
+    env = clean_env(DATABASE_URL=database_url, **settings)
+    command = [sys.executable, "-m", "uvicorn", f"{project_package(project)}.main:app"]
+    command += ["--app-dir", "src", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 PGBOUNCER_INI = """\

@@ -10,22 +10,21 @@ wrong server connection and requests fail, which shows that the test can see the
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import PgBouncer, PostgresServer, clean_env, free_port, run, wait_for_port
+from tests.helpers import PgBouncer, PostgresServer, clean_env, run, serve
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
+POOL = {"DATABASE_POOL_SIZE": "4"}  # per worker
 
 
 @pytest.fixture(scope="module")
@@ -44,45 +43,6 @@ def migrated_project(cookies_session: Any, postgres: PostgresServer) -> Iterator
         yield project, database
     finally:
         postgres.drop_database(database)
-
-
-@contextmanager
-def uvicorn(project: Path, database_url: str, log: Path, **settings: str) -> Iterator[str]:
-    """The service under uvicorn with several workers; yields its base URL."""
-    port = free_port()
-    env = clean_env(DATABASE_URL=database_url, DATABASE_POOL_SIZE="4", **settings)
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"{project_package(project)}.main:app",
-                "--app-dir",
-                "src",
-                "--port",
-                str(port),
-                "--workers",
-                str(WORKERS),
-                "--log-level",
-                "warning",
-            ],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def project_package(project: Path) -> str:
-    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()]
-    return package
 
 
 NO_ANSWER = 0  # the status counted for a request that got no answer in time
@@ -125,7 +85,9 @@ def test_with_database_pgbouncer_no_request_fails(
 ) -> None:
     project, database = migrated_project
     log = tmp_path / "uvicorn.log"
-    with uvicorn(project, pgbouncer.url(database), log, DATABASE_PGBOUNCER="true") as base_url:
+    with serve(
+        project, pgbouncer.url(database), log, WORKERS, **POOL, DATABASE_PGBOUNCER="true"
+    ) as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
     assert set(statuses) <= {200, 201}, (statuses, output[-3000:])
@@ -138,7 +100,7 @@ def test_without_it_prepared_statements_meet_the_wrong_connection(
 ) -> None:
     project, database = migrated_project
     log = tmp_path / "uvicorn.log"
-    with uvicorn(project, pgbouncer.url(database), log) as base_url:
+    with serve(project, pgbouncer.url(database), log, WORKERS, **POOL) as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
     # Requests fail, or hang until the client gives up: a statement prepared on one server

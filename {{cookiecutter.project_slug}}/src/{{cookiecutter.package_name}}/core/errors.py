@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .database.engine import Cause, unavailable_cause
@@ -74,6 +75,24 @@ async def validation_error(_request: Request, error: RequestValidationError) -> 
     return ASCIIJSONResponse(
         {"detail": json_safe(jsonable_encoder(error.errors()))},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def method_not_allowed(request: Request, _error: Exception) -> Response:
+    """Answer 405 with every method the path takes in ``Allow``: Starlette names only those
+    of the first route whose path matched (POST /rooms, not GET)."""
+    allowed = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": ", ".join(allowed)},
     )
 
 
@@ -153,6 +172,7 @@ def report_bug(error: Exception) -> None:
 ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     RequestValidationError: validation_error,
+    status.HTTP_405_METHOD_NOT_ALLOWED: method_not_allowed,
     sqlalchemy.exc.TimeoutError: database_error,
     sqlalchemy.exc.DBAPIError: database_error,
 }

@@ -208,12 +208,13 @@ async def latest_summary(
     return SummaryRead.model_validate(await service.latest_summary(db, transcript_id, kind))
 
 
-@summaries.get("/{summary_id}")
+# ":int" keeps "latest" out of the id: DELETE /summaries/latest is a 405, not a bad id.
+@summaries.get("/{summary_id:int}")
 async def read_summary(summary_id: PathId, db: ReadSessionDep) -> SummaryRead:
     return SummaryRead.model_validate(await service.get_or_404(db, Summary, summary_id))
 
 
-@summaries.delete("/{summary_id}", status_code=status.HTTP_204_NO_CONTENT)
+@summaries.delete("/{summary_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_summary(summary_id: PathId, db: SessionDep) -> None:
     await service.delete_row(db, Summary, summary_id)
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,36 +38,48 @@ TEXT_LENGTH = 100_000
 SEGMENT_TEXT_LENGTH = 4_000
 
 
-def storable(value: str) -> str:
-    """Refuse NUL characters, which PostgreSQL cannot store in text (SQLite would cut)."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+# No NUL character (PostgreSQL cannot store one in text; SQLite would cut there) and at least
+# one that is not white space. A pattern, so that the OpenAPI schema says it too.
+VISIBLE_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 
 def text_of(max_length: int) -> StringConstraints:
-    """Stripped, non-empty and at most ``max_length`` characters long."""
-    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+    """Stripped, non-empty, without NUL and at most ``max_length`` characters long."""
+    return StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=max_length, pattern=VISIBLE_TEXT
+    )
 
 
-Storable = AfterValidator(storable)
-Name = Annotated[str, text_of(NAME_LENGTH), Storable]
-Title = Annotated[str, text_of(NAME_LENGTH * 2), Storable]
-UserId = Annotated[str, text_of(USER_ID_LENGTH), Storable]
-ModelName = Annotated[str, text_of(MODEL_LENGTH), Storable]
-Body = Annotated[str, text_of(TEXT_LENGTH), Storable]
-SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH), Storable]
-SearchText = Annotated[str, text_of(NAME_LENGTH), Storable]
+Name = Annotated[str, text_of(NAME_LENGTH)]
+Title = Annotated[str, text_of(NAME_LENGTH * 2)]
+UserId = Annotated[str, text_of(USER_ID_LENGTH)]
+ModelName = Annotated[str, text_of(MODEL_LENGTH)]
+Body = Annotated[str, text_of(TEXT_LENGTH)]
+SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH)]
+SearchText = Annotated[str, text_of(NAME_LENGTH)]
 # A BCP 47 language tag such as "en", "pt-BR" or "zh-Hant-TW".
 Language = Annotated[
     str,
     StringConstraints(max_length=LANGUAGE_LENGTH, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
 ]
-# Integers only: JSON's true, 1.0 and "1" are refused (strict), not read as 1.
-Id = Annotated[int, Field(ge=1, le=INT32_MAX, strict=True)]
-Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
-SequenceNumber = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
-Capacity = Annotated[int, Field(ge=1, le=100_000, strict=True)]
+
+
+def json_integer(value: object) -> object:
+    """Take a JSON number with no fraction (2 or 2.0: both are integers to JSON Schema, and
+    so to the OpenAPI schema); refuse true and false, which Python counts as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integers only: true, 1.5 and "1" are refused (strict), not read as 1.
+JsonInteger = BeforeValidator(json_integer)
+Id = Annotated[int, Field(ge=1, le=INT32_MAX, strict=True), JsonInteger]
+Milliseconds = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True), JsonInteger]
+SequenceNumber = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True), JsonInteger]
+Capacity = Annotated[int, Field(ge=1, le=100_000, strict=True), JsonInteger]
 
 
 def whole_number(value: object) -> object:
@@ -88,9 +99,23 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
 
+def without_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Show a Patch field as nullable in the schema only when null is accepted."""
+    nullable: frozenset[str] = getattr(model, "nullable", frozenset())
+    for name, field in schema.get("properties", {}).items():
+        choices = field.get("anyOf", [])
+        if name not in nullable and {"type": "null"} in choices:
+            choices.remove({"type": "null"})
+            if len(choices) == 1:
+                field.update(choices.pop())
+                del field["anyOf"]
+            field.pop("default", None)  # leaving it out is what keeps the value
+
+
 class Patch(Schema):
     """A partial update: absent fields stay as they are; null is refused unless allowed."""
 
+    model_config = ConfigDict(json_schema_extra=without_null)
     nullable: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
@@ -186,7 +211,7 @@ class SegmentCreate(Schema):
     sequence: SequenceNumber
     speaker: Name
     start_ms: Milliseconds
-    end_ms: Milliseconds
+    end_ms: Milliseconds = Field(description="not before start_ms (a 422 otherwise)")
     text: SegmentText
 
     @model_validator(mode="after")
