@@ -37,7 +37,7 @@ from tests.helpers import (
     PrimaryWithReplica,
     clean_env,
     free_port,
-    run,
+    replicated_bake,
     skip_or_fail,
     wait_for_port,
 )
@@ -82,17 +82,8 @@ def bake(
     cookies_session: Any, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
-    assert result.exit_code == 0, result.exception
-    path = Path(result.project_path)
-    (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]
-    servers.fetchval("primary", "CREATE DATABASE service")
     url = servers.url("primary", "service").replace("postgres@", f"postgres:{PASSWORD}@")
-    run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=path,
-        env=clean_env(DATABASE_URL=url),
-    )
+    path, package = replicated_bake(cookies_session, servers, url)
     wrapper = tmp_path_factory.mktemp("wrapper")
     (wrapper / "bug_wrapper.py").write_text(BUG_WRAPPER.format(package=package))
     read_url = servers.url("replica", "service").replace("postgres@", f"postgres:{PASSWORD}@")

@@ -33,6 +33,7 @@ from tests.helpers import (
     PrimaryWithReplica,
     clean_env,
     free_port,
+    replicated_bake,
     run,
     wait_for_port,
 )
@@ -74,16 +75,7 @@ def bake(
     cookies_session: Any, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
-    assert result.exit_code == 0, result.exception
-    path = Path(result.project_path)
-    (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]
-    servers.fetchval("primary", "CREATE DATABASE service")
-    run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=path,
-        env=clean_env(DATABASE_URL=servers.url("primary", "service")),
-    )
+    path, package = replicated_bake(cookies_session, servers, servers.url("primary", "service"))
     wrapper = tmp_path_factory.mktemp("wrapper")
     (wrapper / "replica_wrapper.py").write_text(WORKER_WRAPPER.format(package=package))
     return Bake(path, package, wrapper)
