@@ -24,7 +24,10 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
-    environ: pytest.MonkeyPatch, committed_database: str, caplog: pytest.LogCaptureFixture
+    environ: pytest.MonkeyPatch,
+    committed_database: str,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
     environ.setenv("METRICS_PORT", str(port))
@@ -53,6 +56,8 @@ async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
     assert waited is not None
     assert waited >= 1
     assert sample(text, "db_pool_waiting") == 0
+    writers_waiting = sample(text, "db_sqlite_writers_waiting")
+    assert writers_waiting == (0 if backend == "sqlite" else None)
     unavailable = sample(text, "db_unavailable_responses_total", cause="pool_exhausted")
     assert unavailable is not None
     assert unavailable >= 1
