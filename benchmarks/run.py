@@ -370,9 +370,15 @@ def bench_suite(report: Report, repeats: int) -> None:
 
 @contextmanager
 def uvicorn(
-    cwd: Path, app: str, env: dict[str, str], app_dir: str = ".", workers: int = 1
+    cwd: Path,
+    app: str,
+    env: dict[str, str],
+    app_dir: str = ".",
+    workers: int = 1,
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """uvicorn serving ``app`` (one worker unless told); yields its base URL once it answers."""
+    """uvicorn serving ``app`` (one worker unless told); yields its base URL once it answers.
+    ``pids`` gets the process id (with one worker, the process that serves)."""
     port = free_port()
     log = WORK / f"uvicorn-{port}.log"
     with log.open("wb") as output:
@@ -398,6 +404,8 @@ def uvicorn(
             stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"
+        if pids is not None:
+            pids.append(server.pid)
         try:
             wait_until_up(base, server, log)
             yield base
@@ -1068,46 +1076,66 @@ def otlp_sink() -> Iterator[str]:
         server.server_close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_observability(project: Project, report: Report, repeats: int, seconds: float) -> None:
     """B2's read and B5's append (1 worker, PostgreSQL) with nothing on (the default), with
-    traces exported over OTLP/HTTP (default sampler: every request), and with metrics."""
+    traces exported over OTLP/HTTP (default sampler: every request), and with metrics: the
+    rates, and the service's CPU time per request (steadier on a shared machine)."""
     with otlp_sink() as sink:
         settings = {
             "off (default)": {},
             "traces on (OTLP/HTTP, default sampler)": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink},
             "metrics on (METRICS_PORT)": {"METRICS_PORT": str(free_port())},
         }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
+        # Per case and run: reads/s, appends/s, CPU us per read, CPU us per append.
+        results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in settings}
         for _ in range(repeats):
             for name, extra in settings.items():
                 env = service_env(project, project.pg_url, **extra)
-                with uvicorn(HERE, "bench_app:app", env) as base:
+                pids: list[int] = []
+                with uvicorn(HERE, "bench_app:app", env, pids=pids) as base:
                     room = seed_room(base)
                     body = {"room_id": room, "title": "b8", "language": "en"}
                     transcript = httpx.post(base + "/transcripts", json=body).json()["id"]
                     wrk(f"{base}/rooms/{room}", 1)  # warm up
-                    read, bad = wrk(f"{base}/rooms/{room}", seconds)
-                    append, bad_appends, _, _ = wrk_latency(
+                    started = cpu_seconds(pids[0])
+                    read, bad, _, reads = wrk_latency(f"{base}/rooms/{room}", seconds)
+                    between = cpu_seconds(pids[0])
+                    append, bad_appends, _, appends = wrk_latency(
                         base,
                         seconds,
                         connections=10,
                         script=HERE / "append.lua",
                         env={**os.environ, "BATCH": "1", "TRANSCRIPTS": str(transcript)},
                     )
+                    ended = cpu_seconds(pids[0])
                     if bad or bad_appends:
                         raise SystemExit(f"B8 {name}: {bad + bad_appends} failed requests")
-                    results[name].append((read, append))
-    off_read, off_append = (median([r[i] for r in results["off (default)"]]) for i in (0, 1))
+                    results[name].append(
+                        (
+                            read,
+                            append,
+                            (between - started) / reads * 1e6,
+                            (ended - between) / appends * 1e6,
+                        )
+                    )
+    off = [median([r[i] for r in results["off (default)"]]) for i in range(4)]
     for name, runs in results.items():
-        read, append = (median([r[i] for r in runs]) for i in (0, 1))
+        read, append, cpu_read, cpu_append = (median([r[i] for r in runs]) for i in range(4))
         report.add(
             Row(
                 "B8",
                 f"observability {name}, 1 worker, PostgreSQL: GET /rooms/{{id}} (50 connections)"
-                " / append 1 segment (10 connections)",
-                f"{read:,.0f} / {append:,.0f} req/s",
-                f"{off_read:,.0f} / {off_append:,.0f} req/s (off)",
-                f"{read / off_read:.2f}x / {append / off_append:.2f}x",
+                " / append 1 segment (10 connections); rate, and the service's CPU per request",
+                f"{read:,.0f} / {append:,.0f} req/s; {cpu_read:,.0f} / {cpu_append:,.0f} us CPU",
+                f"{off[0]:,.0f} / {off[1]:,.0f} req/s; {off[2]:,.0f} / {off[3]:,.0f} us CPU (off)",
+                f"{read / off[0]:.2f}x / {append / off[1]:.2f}x; CPU {cpu_read / off[2]:.2f}x"
+                f" / {cpu_append / off[3]:.2f}x",
             )
         )
 
