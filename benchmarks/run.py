@@ -46,6 +46,8 @@ SERVER_URL = make_url(
     os.environ.get("TEMPLATE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )
 PYTHON = sys.executable
+# The bakes run with PYTHON, so they are made for it (the default python_version may be newer).
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @dataclass
@@ -176,7 +178,11 @@ def prepare_project() -> Project:
             str(REPO_ROOT),
             no_input=True,
             output_dir=str(target),
-            extra_context={"database": "postgresql", "project_name": "Bench Service"},
+            extra_context={
+                "database": "postgresql",
+                "project_name": "Bench Service",
+                "python_version": PYTHON_VERSION,
+            },
         )
     )
     database = f"bench_{uuid.uuid4().hex[:12]}"
@@ -342,7 +348,14 @@ def bench_suite(report: Report, repeats: int) -> None:
 
     target = WORK / "suite"
     shutil.rmtree(target, ignore_errors=True)
-    project = Path(cookiecutter(str(REPO_ROOT), no_input=True, output_dir=str(target)))
+    project = Path(
+        cookiecutter(
+            str(REPO_ROOT),
+            no_input=True,
+            output_dir=str(target),
+            extra_context={"python_version": PYTHON_VERSION},
+        )
+    )
     runs = {"pytest --cov": ["--cov"], "pytest": [], "pytest --cov -n0": ["--cov", "-n0"]}
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):  # interleaved, so that a slower spell of the machine hits all

@@ -31,6 +31,7 @@ DOMAIN_PATHS = {
         "migrations/versions/2026_11_27_2152-8f2d4b6a1c93_summary_kinds.py",
         "migrations/versions/2026_12_06_1730-7c1f3a9e2d58_summary_kinds_validated.py",
         "migrations/versions/2026_12_06_1731-5d7e2c9a4b16_summaries_by_kind.py",
+        "migrations/versions/2026_12_06_1923-dbfa39f6e853_idempotent_requests.py",
     ],
 }
 

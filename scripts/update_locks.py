@@ -10,8 +10,8 @@ the post-generation hook keeps the chosen one as ``uv.lock``.
     .venv/bin/python scripts/update_locks.py --upgrade  # the newest releases in range
 
 Each lock is made in a bake of that Python version, with uv from the dev group; Pythons the
-host lacks (3.14) run in the cached Debian root of tests/python_root.py. The template's tests
-fail while a lock does not match its pyproject.toml (``uv lock --check`` and ``uv sync
+host lacks (3.14, 3.15) run in the cached Debian roots of tests/python_root.py. The template's
+tests fail while a lock does not match its pyproject.toml (``uv lock --check`` and ``uv sync
 --locked`` in every bake).
 """
 

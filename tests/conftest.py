@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,8 +16,10 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import (
     DEFAULT_POSTGRES_URL,
+    HOST_PYTHON,
     POSTGRES_BIN,
     REPO_ROOT,
+    HostCookies,
     PgBouncer,
     PostgresServer,
     PrimaryWithReplica,
@@ -33,6 +37,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the slow tests first: with tests spread over workers, the longest ones started
     last would leave one worker busy long after the others are done."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def host_cookies(cookies_session: Any) -> HostCookies:
+    offered = json.loads((REPO_ROOT / "cookiecutter.json").read_text())["python_version"]
+    if HOST_PYTHON not in offered:
+        pytest.fail(f"the tests run on Python {HOST_PYTHON}, which no bake offers", pytrace=False)
+    return HostCookies(cookies_session)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,17 @@ import pytest
 from sqlalchemy.engine import URL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Python running these tests, as a ``python_version`` answer: what a bake must ask for
+# when a test installs or runs it with this interpreter (the default, 3.14, is tested with a
+# real 3.14 by tests/test_bake.py and the tests that use tests/python_root.py).
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"3.11"`` as ``(3, 11)``: Python versions in order (as strings, 3.9 > 3.11)."""
+    return tuple(map(int, version.split(".")))
+
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -87,6 +98,20 @@ def host_interpreter(version: str) -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+class HostCookies:
+    """pytest-cookies' bakery, answering ``python_version`` with the Python that runs these
+    tests (unless a test answers it): for bakes that a test installs or runs with this
+    interpreter, rather than with the Python the default asks for."""
+
+    def __init__(self, cookies: Any) -> None:
+        self.cookies = cookies
+
+    def bake(self, extra_context: dict[str, str] | None = None) -> Any:
+        return self.cookies.bake(
+            extra_context={"python_version": HOST_PYTHON, **(extra_context or {})}
+        )
 
 
 def uv_env(**overrides: str) -> dict[str, str]:
@@ -460,11 +485,11 @@ class PrimaryWithReplica:
 
 
 def replicated_bake(
-    cookies_session: Any, servers: PrimaryWithReplica, url: str
+    cookies: HostCookies, servers: PrimaryWithReplica, url: str
 ) -> tuple[Path, str]:
     """A PostgreSQL bake and its package name, migrated at ``url``: the database "service"
     made on ``servers``' primary (its replica replays the schema)."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
+    result = cookies.bake(extra_context={"database": "postgresql"})
     assert result.exit_code == 0, result.exception
     path = Path(result.project_path)
     (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]

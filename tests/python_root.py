@@ -1,13 +1,13 @@
 """Pythons this machine's distribution does not ship, from a cached Debian root file system.
 
-Python 3.14 is packaged in Debian sid only, whose binaries need a newer C library than a
-stable release has. ``debootstrap --variant=minbase`` makes a sid root with python3.14 (about
-a minute, under 300 MB), cached outside the repository so that a machine builds it once;
-commands then run in it with ``chroot``, in a private mount namespace (``unshare``) where the
-project, the host's uv, its uv cache, CA bundle and DNS settings are bind-mounted, and that
-vanishes with the command. PostgreSQL on 127.0.0.1 is the host's (same network). Root only,
-as debootstrap and chroot are; CI runs as root. Plain errors, no pytest: the lock script
-uses this module too.
+Pythons 3.14 and 3.15 are packaged in Debian sid only, whose binaries need a newer C library
+than a stable release has. ``debootstrap --variant=minbase`` makes a sid root with one of them
+(under a minute, about 300 MB each), cached outside the repository so that a machine builds it
+once; commands then run in it with ``chroot``, in a private mount namespace (``unshare``) where
+the project, the host's uv (unless asked for a machine without it) and its cache, CA bundle
+and DNS settings are bind-mounted, and that vanishes with the command. PostgreSQL on
+127.0.0.1 is the host's (same network). Root only, as debootstrap and chroot are; CI runs as
+root. Plain errors, no pytest: the lock script uses this module too.
 """
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # Debian release and packages for each Python not installed on the host.
-ROOTS = {"3.14": ("sid", ["python3.14", "python3.14-venv", "ca-certificates", "git"])}
+ROOTS = {
+    version: ("sid", [f"python{version}", f"python{version}-venv", "ca-certificates", "git"])
+    for version in ("3.14", "3.15")
+}
 CACHE = Path(os.environ.get("TEMPLATE_ROOT_CACHE", "/var/cache/fastapi-template-tests"))
 MIRROR = os.environ.get("TEMPLATE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Inside the root: where the project is mounted, and the variables passed through.
 PROJECT = "/project"
-PASSED = ("TEST_DATABASE_URL", "UV_SYSTEM_CERTS", "UV_PYTHON_DOWNLOADS", "UV_INDEX_URL", "CI")
+PASSED = (
+    *("TEST_DATABASE_URL", "UV_SYSTEM_CERTS", "UV_PYTHON_DOWNLOADS", "UV_INDEX_URL", "CI"),
+    *("PIP_CERT", "PIP_INDEX_URL"),
+)
 
 MOUNT_AND_RUN = r"""
 set -eu
@@ -34,8 +40,8 @@ mount --bind /dev "$root/dev"
 mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/tmp"
 mount --bind "$project" "$root/project"
-mount --bind "$uv" "$root/usr/local/bin/uv"
 mount --bind "$cache" "$root/uv-cache"
+if [ -n "$uv" ]; then mount --bind "$uv" "$root/usr/local/bin/uv"; fi
 mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
 mount --bind /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 exec chroot "$root" "$@"
@@ -69,6 +75,11 @@ def python_root(version: str) -> Path:
             )  # fmt: skip
             if result.returncode != 0:
                 raise PythonRootError(f"debootstrap failed:\n{result.stdout[-3000:]}")
+            # Downloaded packages and package lists are of no further use (about 130 MB).
+            for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for path in (building / cache).glob("*"):
+                    if path.is_file():
+                        path.unlink()
             # What python:X-slim has: python3 is that version; and the mount points.
             (building / "usr" / "local" / "bin" / "python3").symlink_to(f"/usr/bin/python{version}")
             (building / "usr" / "local" / "bin" / "uv").touch()
@@ -84,11 +95,19 @@ def uv_cache_dir(uv: str) -> str:
 
 
 def in_root(
-    version: str, project: Path, command: list[str], env: Mapping[str, str], uv: str
+    version: str,
+    project: Path,
+    command: list[str],
+    env: Mapping[str, str],
+    uv: str,
+    extra_env: Mapping[str, str] | None = None,
+    uv_on_path: bool = True,
 ) -> list[str]:
     """``command``, to run in ``project`` inside the root of ``version`` with ``env``'s
-    variables that matter there (a few, by name) and the host's ``uv``."""
-    inner_env = {key: env[key] for key in PASSED if key in env}
+    variables that matter there (a few, by name), ``extra_env`` as it is, and the host's
+    ``uv`` on PATH unless ``uv_on_path`` is false (a fresh machine; its cache is the host's
+    uv cache all the same)."""
+    inner_env = {key: env[key] for key in PASSED if key in env} | dict(extra_env or {})
     inner_env |= {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/root",
@@ -101,7 +120,7 @@ def in_root(
     return [
         "unshare", "--mount", "--propagation", "private",
         "sh", "-c", MOUNT_AND_RUN, "sh",
-        str(python_root(version)), str(project), uv, uv_cache_dir(uv),
+        str(python_root(version)), str(project), uv if uv_on_path else "", uv_cache_dir(uv),
         "/usr/bin/env", "-i", *assignments,
         "sh", "-c", 'cd "$0" && exec "$@"', PROJECT, *command,
     ]  # fmt: skip

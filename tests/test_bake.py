@@ -4,11 +4,12 @@ For each ``example_domain`` x ``database`` x ``python_version`` (the ``--no-inpu
 the first of them, byte for byte):
 the bake succeeds, leaves no template syntax, holds the example domain only when chosen,
 its uv.lock matches its pyproject.toml (`uv lock --check`), `uv sync --locked` makes its
-environment on that Python version (3.14, which this machine's Debian lacks, in the cached
-Debian sid root of tests/python_root.py), its pre-commit hooks (ruff, ruff format, mypy
---strict) pass, and its own test suite passes on the database it was made for
-(so each example_domain x python_version passes on in-memory SQLite and on PostgreSQL), with
-the coverage gate where the README runs it.
+environment on that Python version (3.14 and 3.15, which this machine's Debian lacks, in
+the cached Debian sid roots of tests/python_root.py), its pre-commit hooks (ruff, ruff
+format, mypy --strict) pass. Its own test suite passes on the database it was made for, so
+on in-memory SQLite and on PostgreSQL: on every Python with the default example domain, and
+the other domain's on the default Python (``runs_its_suite_here``), with the coverage gate
+where the README runs it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from packaging.licenses import canonicalize_license_expression
 
 from tests.helpers import (
     REPO_ROOT,
+    HostCookies,
     PostgresServer,
     clean_env,
     find_interpreter,
@@ -56,6 +58,7 @@ MEETINGS_FILES = [
     "migrations/versions/2026_11_27_2152-8f2d4b6a1c93_summary_kinds.py",
     "migrations/versions/2026_12_06_1730-7c1f3a9e2d58_summary_kinds_validated.py",
     "migrations/versions/2026_12_06_1731-5d7e2c9a4b16_summaries_by_kind.py",
+    "migrations/versions/2026_12_06_1923-dbfa39f6e853_idempotent_requests.py",
 ]
 # GitHub Actions' ${{ }} expressions are not Jinja leftovers.
 TEMPLATE_SYNTAX = re.compile(r"(?<!\$)\{\{|\{%|cookiecutter\.")
@@ -80,14 +83,25 @@ BAKE_PARAMS = [
     pytest.param(bake, id=name, marks=pytest.mark.xdist_group(name))
     for bake, name in zip(BAKES, BAKE_IDS, strict=True)
 ]
-# tests/test_github.py runs every CI job of the default bake (the first domain and Python),
-# its suite on SQLite (coverage gate) and on PostgreSQL among them: that code's suite runs
-# there, once per database, and not again here.
+
+
+def runs_its_suite_here(bake: dict[str, str]) -> bool:
+    """Whether this module runs the suite of ``bake``.
+
+    The Python version and the example domain do not meet in the generated code: every
+    Python runs the suite of the default domain (meetings: every test of the core and the
+    domain's), the other domain runs its suite on the default Python, each on both
+    databases. The default bake's suite (the first domain and Python) runs in
+    tests/test_github.py, among every CI job of that bake, on SQLite (coverage gate) and on
+    PostgreSQL, and not again here.
+    """
+    default_domain = bake["example_domain"] == OPTIONS["example_domain"][0]
+    default_python = bake["python_version"] == OPTIONS["python_version"][0]
+    return default_domain != default_python
+
+
 SUITE_PARAMS = [
-    param
-    for param, bake in zip(BAKE_PARAMS, BAKES, strict=True)
-    if (bake["example_domain"], bake["python_version"])
-    != (OPTIONS["example_domain"][0], OPTIONS["python_version"][0])
+    param for param, bake in zip(BAKE_PARAMS, BAKES, strict=True) if runs_its_suite_here(bake)
 ]
 
 
@@ -260,18 +274,23 @@ def test_bake_pins_its_python_and_ships_a_lock_that_matches_its_pyproject(baked:
     run(in_bake(baked, ["uv", "lock", "--check"], env), cwd=baked.path, env=env)
 
 
-@pytest.fixture(scope="module")
-def synced(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Baked:
-    """The bake with its own environment made by ``uv sync --locked``, on the Python it asked
-    for: exactly what its uv.lock pins.
-
-    mypy's cache is shared between the bakes of one Python version on this worker.
-    """
+def sync(baked: Baked) -> None:
+    """Make the bake's own environment with ``uv sync --locked``, on the Python it asked for:
+    exactly what its uv.lock pins."""
     env = uv_env()
     command = ["uv", "sync", "--locked"]
     if host_interpreter(baked.python_version) is not None or baked.python_version not in ROOTS:
         command += ["--python", find_interpreter(baked.python_version)]
     run(in_bake(baked, command, env), cwd=baked.path, env=env)
+
+
+@pytest.fixture(scope="module")
+def synced(baked: Baked) -> Baked:
+    """The bake with its own environment (``sync``).
+
+    mypy's cache is shared between the bakes of one Python version on this worker.
+    """
+    sync(baked)
     return baked
 
 
@@ -310,12 +329,10 @@ def run_suite(baked: Baked, tmp_path_factory: pytest.TempPathFactory, **env: str
 
     One process (-n0): the template's suite already runs bakes side by side. On SQLite the
     postgres_only tests are deselected; on PostgreSQL every test runs. The coverage gate is
-    checked on SQLite with the lowest supported Python (the README's command): the code it
-    measures is the same elsewhere, where the tracer would double the cost.
+    checked on SQLite with the default Python (the README's command): the code it measures
+    is the same on the others, where coverage's tracer would only double the cost.
     """
     on_postgres = "TEST_DATABASE_URL" in env
-    # The gate on the lowest Python the bake supports: the code measured is the same on the
-    # others, where coverage's tracer would only double the cost.
     gate = not on_postgres and baked.python_version == OPTIONS["python_version"][0]
     command = [
         *("uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-n0"),
@@ -340,8 +357,8 @@ def test_baked_suite_passes_on_the_database_it_was_made_for(
     synced: Baked, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # A bake's code is the same whichever database it defaults to (only the defaults
-    # differ), so each runs its suite on its own: every example_domain x python_version is
-    # then tested on in-memory SQLite and on PostgreSQL, each bake once.
+    # differ), so each runs its suite on its own: on in-memory SQLite and on PostgreSQL,
+    # each bake once.
     env = {}
     if synced.database == "postgresql":
         postgres: PostgresServer = request.getfixturevalue("postgres")
@@ -349,9 +366,9 @@ def test_baked_suite_passes_on_the_database_it_was_made_for(
     assert run_suite(synced, tmp_path_factory, **env) >= MINIMUM_TESTS[synced.example_domain]
 
 
-def test_one_test_file_runs_without_the_coverage_gate(cookies_session: Any) -> None:
+def test_one_test_file_runs_without_the_coverage_gate(host_cookies: HostCookies) -> None:
     # The gate belongs to the full run (`pytest --cov`); one file covers too little to pass it.
-    result = cookies_session.bake(extra_context={"project_name": "One File"})
+    result = host_cookies.bake(extra_context={"project_name": "One File"})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     output = run(
@@ -364,10 +381,12 @@ def test_one_test_file_runs_without_the_coverage_gate(cookies_session: Any) -> N
     assert "coverage" not in output.stdout.lower()
 
 
-def test_a_parallel_runs_controller_imports_nothing_of_the_service(cookies_session: Any) -> None:
+def test_a_parallel_runs_controller_imports_nothing_of_the_service(
+    host_cookies: HostCookies,
+) -> None:
     # The controller of `pytest -n` loads tests/conftest.py but runs no test; the app and
     # the fixtures load in the workers only, so that it starts them sooner.
-    result = cookies_session.bake(extra_context={"project_name": "Light Controller"})
+    result = host_cookies.bake(extra_context={"project_name": "Light Controller"})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     heavy = ("light_controller", "sqlalchemy", "fastapi", "tests.fixtures")

@@ -44,6 +44,7 @@ from tests.helpers import (
     run,
     tool,
 )
+from tests.python_root import ROOTS, python_root
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 # The tests that use the built image share one worker (--dist loadgroup), which builds it once.
@@ -57,8 +58,11 @@ COMBINATIONS = [
 COMBINATION_IDS = [
     f"{c['example_domain']}-{c['database']}-py{c['python_version']}" for c in COMBINATIONS
 ]
-# The Debian release whose python3 is each supported version (docs/containers.md, section 2).
+# The Debian release whose python3 is each supported version (docs/containers.md, section 2);
+# the Pythons only sid ships are in the roots of tests/python_root.py.
 DEBIAN_RELEASES = {"3.11": "bookworm", "3.13": "trixie"}
+# What those roots hold only to run commands on the host's behalf (its uv's mount point).
+ROOT_ONLY = ("./usr/local/bin/uv", "./project", "./uv-cache", "./root/.cache")
 BASE_IMAGE = "localhost/debian-python:{version}"
 SERVER_PROCESS = re.compile(r"Started (?:parent|server) process \[(\d+)\]")
 
@@ -193,10 +197,27 @@ def image_exists(image: str) -> bool:
     return probe.returncode == 0
 
 
+def import_image(rootfs: Path, image: str, *excluded: str) -> None:
+    """Import the root file system ``rootfs`` as ``image``, with PATH as Debian's own images
+    set it (an imported tarball has no environment)."""
+    exclusions = " ".join(f"--exclude={path}" for path in excluded)
+    run(
+        f"tar -C {rootfs} {exclusions} -c . | {tool('podman')} import"
+        " --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'"
+        f" - {image}",
+        cwd=REPO_ROOT,
+    )
+
+
 def base_image(python_version: str) -> str:
     """The Debian stand-in for python:X-slim, built once per machine (45 s to 3 min)."""
     image = BASE_IMAGE.format(version=python_version)
     if image_exists(image):
+        return image
+    debootstrap = tool("debootstrap")
+    if python_version in ROOTS:
+        # The cached root the bakes of that Python run in: python3 is that version there.
+        import_image(python_root(python_version), image, *ROOT_ONLY)
         return image
     release = DEBIAN_RELEASES.get(python_version)
     if release is None:
@@ -205,7 +226,7 @@ def base_image(python_version: str) -> str:
     try:
         run(
             [
-                tool("debootstrap"),
+                debootstrap,
                 "--variant=minbase",
                 "--include=python3,python3-venv,ca-certificates",
                 release,
@@ -214,13 +235,7 @@ def base_image(python_version: str) -> str:
             cwd=REPO_ROOT,
             timeout=900,
         )
-        # PATH as Debian's own images set it (an imported tarball has no environment).
-        run(
-            f"tar -C {rootfs} -c . | {tool('podman')} import"
-            " --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'"
-            f" - {image}",
-            cwd=REPO_ROOT,
-        )
+        import_image(rootfs, image)
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
     return image

@@ -3,11 +3,14 @@
 check-jsonschema proves the shape of ``ci.yml`` and ``dependabot.yml`` against GitHub's
 published schemas and zizmor audits them for security mistakes, for each ``python_version``
 (the only answer the files depend on, which a test proves too). The slow test runs every
-``run:`` step of every job of ``ci.yml`` on a default bake, the way GitHub would run it.
+``run:`` step of every job of ``ci.yml`` on a default bake, the way GitHub would run it, with
+the Python it asks for (3.14: in the Debian root of tests/python_root.py where the host lacks
+it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import URL, make_url
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, run, tool
+from tests.helpers import REPO_ROOT, PostgresServer, clean_env, host_interpreter, run, tool
+from tests.python_root import in_root
 
 OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 WORKFLOW = Path(".github/workflows/ci.yml")
@@ -295,14 +299,22 @@ def expression_free(text: str, where: str) -> str:
     return text
 
 
-def run_step(command: str, cwd: Path, env: Mapping[str, str], where: str, timeout: float) -> str:
-    """Run one `run:` step with GitHub's default shell; fail with its output if it fails.
+def run_step(
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    where: str,
+    timeout: float,
+    machine: Callable[[list[str]], list[str]] = list,
+) -> str:
+    """Run one `run:` step with GitHub's default shell, on ``machine`` (a wrapper of the
+    command; this one by default); fail with its output if it fails.
 
     Returns the last line of its output (shown with `pytest -rP`).
     """
     try:
         result = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", command],
+            machine(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", command]),
             cwd=cwd,
             env=dict(env),
             capture_output=True,
@@ -333,6 +345,11 @@ def test_workflow_jobs_pass_on_a_default_bake(
     workflow = load_yaml(project / WORKFLOW)
     assert set(workflow) <= {"name", True, "permissions", "concurrency", "env", "jobs"}
     base = clean_env(PATH=uv_path(tmp_path / "bin"), UV_PYTHON_DOWNLOADS="never", CI="true")
+    # The runner has the Python the workflow asks for (setup-uv would install it): where
+    # this host lacks it, the steps run in its Debian root (tests/python_root.py), whose
+    # PATH too holds uv and no other tool.
+    python = OPTIONS["python_version"][0]
+    in_a_root = host_interpreter(python) is None
     # What a user does before the first push: commit the bake as it is (its uv.lock
     # included). The jobs then start from a clone, as actions/checkout gives them: committed
     # files only (no .env, no .venv).
@@ -365,5 +382,12 @@ def test_workflow_jobs_pass_on_a_default_bake(
                 env = local_service(env, service, postgres, database_factory[-1])
             command = expression_free(step["run"], where)
             started = time.monotonic()
-            last = run_step(command, checkout, {**base, **env}, where, deadline - time.monotonic())
+
+            machine: Callable[[list[str]], list[str]] = list
+            if in_a_root:
+                machine = functools.partial(
+                    in_root, python, checkout, env=base, uv=tool("uv"), extra_env=env
+                )
+            left = deadline - time.monotonic()
+            last = run_step(command, checkout, {**base, **env}, where, left, machine)
             print(f"{job_name}: {command} ({time.monotonic() - started:.1f} s): {last}")

@@ -34,6 +34,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.helpers import (
+    HostCookies,
     PrimaryWithReplica,
     clean_env,
     free_port,
@@ -79,11 +80,11 @@ class Bake:
 
 @pytest.fixture(scope="module")
 def bake(
-    cookies_session: Any, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
+    host_cookies: HostCookies, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
     url = servers.url("primary", "service").replace("postgres@", f"postgres:{PASSWORD}@")
-    path, package = replicated_bake(cookies_session, servers, url)
+    path, package = replicated_bake(host_cookies, servers, url)
     wrapper = tmp_path_factory.mktemp("wrapper")
     (wrapper / "bug_wrapper.py").write_text(BUG_WRAPPER.format(package=package))
     read_url = servers.url("replica", "service").replace("postgres@", f"postgres:{PASSWORD}@")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import PgBouncer, PostgresServer, clean_env, run, serve
+from tests.helpers import HostCookies, PgBouncer, PostgresServer, clean_env, run, serve
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
@@ -28,9 +28,11 @@ POOL = {"DATABASE_POOL_SIZE": "4"}  # per worker
 
 
 @pytest.fixture(scope="module")
-def migrated_project(cookies_session: Any, postgres: PostgresServer) -> Iterator[tuple[Path, str]]:
+def migrated_project(
+    host_cookies: HostCookies, postgres: PostgresServer
+) -> Iterator[tuple[Path, str]]:
     """A PostgreSQL bake with the meetings domain, migrated in a database of its own."""
-    result = cookies_session.bake(extra_context={"database": "postgresql"})
+    result = host_cookies.bake(extra_context={"database": "postgresql"})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     database = postgres.create_database()

@@ -17,11 +17,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers import PostgresServer, clean_env, run, skip_or_fail
+from tests.helpers import HostCookies, PostgresServer, clean_env, run, skip_or_fail
 
 pytestmark = pytest.mark.slow
 PYTEST_ALEMBIC = "pytest-alembic>=0.13.1,<1"
@@ -97,9 +96,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any) -> Path:
+def project(host_cookies: HostCookies) -> Path:
     """A default bake (the meetings domain and its migrations) with the plugin's tests."""
-    result = cookies_session.bake(extra_context={"project_name": "Plugin Check"})
+    result = host_cookies.bake(extra_context={"project_name": "Plugin Check"})
     assert result.exit_code == 0, result.exception
     path = Path(result.project_path)
     package = result.context["package_name"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -11,9 +12,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,13 +26,18 @@ import asyncpg
 import pytest
 
 from tests.helpers import (
+    HOST_PYTHON,
     REPO_ROOT,
+    HostCookies,
     PostgresServer,
     clean_env,
     copy_tracked_files,
+    host_interpreter,
     run,
+    tool,
     uv_env,
 )
+from tests.python_root import in_root
 
 TEMPLATE_README = REPO_ROOT / "README.md"
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"
@@ -36,6 +45,11 @@ CI_SCRIPT = REPO_ROOT / ".ci" / "run"
 PUBLISHED_SOURCE = "gh:<org>/<repo>"
 COOKIECUTTER = "cookiecutter>=2.7,<3"
 HEALTH_TIMEOUT = 300.0
+DEFAULT_PYTHON = json.loads((REPO_ROOT / "cookiecutter.json").read_text())["python_version"][0]
+# The README's way to generate for the Python at hand, where uv cannot download the default.
+FOR_THE_PYTHON_AT_HAND = re.compile(
+    r"`(\.venv/bin/cookiecutter --no-input -o \.\. \.) python_version=3\.11`"
+)
 
 
 def quick_start_blocks(markdown: str) -> list[str]:
@@ -82,8 +96,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=15)
 
 
-def serve_until_ready(command: str, cwd: Path, env: dict[str, str], port: int) -> dict:
-    """Run ``command`` (a shell line that ends serving on ``port``) until /readyz says ok.
+def serve_until_ready(command: str | list[str], cwd: Path, env: dict[str, str], port: int) -> dict:
+    """Run ``command`` (a shell line, or a command, that ends serving on ``port``) until
+    /readyz says ok.
 
     Fails early if the command exits, and with the log's tail on any failure; the whole
     process group is killed afterwards in every case. Returns the readiness JSON.
@@ -92,7 +107,7 @@ def serve_until_ready(command: str, cwd: Path, env: dict[str, str], port: int) -
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            shell=True,
+            shell=isinstance(command, str),
             cwd=cwd,
             env=env,
             stdout=output,
@@ -146,39 +161,139 @@ def test_quick_start_keeps_the_published_form_beside_the_clone_form() -> None:
     assert published[0].strip().endswith(quick_start_blocks(readme)[0].split(" run ")[-1])
 
 
+def quick_start_readme() -> tuple[str, str]:
+    """The first command of the template's quick start, and the same for the Python at hand
+    (as the README says to write it where uv cannot download the default Python)."""
+    readme = TEMPLATE_README.read_text(encoding="utf-8")
+    blocks = quick_start_blocks(readme)
+    assert len(blocks) == 2, blocks
+    command = blocks[0]
+    assert "gh:" not in command, command
+    at_hand = FOR_THE_PYTHON_AT_HAND.search(readme)
+    assert at_hand is not None, "the README does not say how to generate for another Python"
+    assert f" {at_hand.group(1)} " in command, command
+    return command, command.replace(
+        at_hand.group(1), f"{at_hand.group(1)} python_version={HOST_PYTHON}"
+    )
+
+
+def serve_quick_start(command: str, folder: Path, python: str | None) -> Path:
+    """Run the quick start ``command`` in a fresh copy of the repository in ``folder``, with
+    Python alone (no uv anywhere, no Python download) until its service is ready; the root of
+    ``python`` (tests/python_root.py) is the machine when given. Returns the project."""
+    clone = folder / "template"
+    copy_tracked_files(clone)
+    port = free_port()
+    env = clean_env(UVICORN_PORT=str(port), UV_PYTHON_DOWNLOADS="never")
+    if python is None:
+        assert shutil.which("uv", path=env["PATH"]) is None
+        serve_until_ready(command, clone, env, port)
+    else:
+        inside = ["sh", "-c", f"cd template && {command}"]
+        extra = {"UVICORN_PORT": str(port)}
+        machine = in_root(python, folder, inside, env, tool("uv"), extra, uv_on_path=False)
+        serve_until_ready(machine, clone, env, port)
+    project = folder / "my-service"
+    assert project.is_dir(), sorted(p.name for p in folder.iterdir())
+    assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
+    return project
+
+
+def venv_python(project: Path) -> str:
+    """The Python version of the project's ``.venv``, as ``X.Y``."""
+    config = (project / ".venv" / "pyvenv.cfg").read_text(encoding="utf-8")
+    match = re.search(r"^version_info = (\d+\.\d+)\.", config, re.M)
+    assert match is not None, config
+    return match.group(1)
+
+
 @pytest.mark.slow
 def test_template_quick_start_from_a_fresh_clone_generates_and_serves_a_working_service(
     tmp_path: Path,
 ) -> None:
-    blocks = quick_start_blocks(TEMPLATE_README.read_text(encoding="utf-8"))
-    assert len(blocks) == 2, blocks
-    # Run as written, in a fresh copy of the repository, with Python alone: no uv on PATH.
-    command = blocks[0]
-    assert "gh:" not in command, command
-    clone = tmp_path / "template"
-    copy_tracked_files(clone)
-    port = free_port()
-    env = clean_env(UVICORN_PORT=str(port), UV_PYTHON_DOWNLOADS="never")
-    assert shutil.which("uv", path=env["PATH"]) is None
+    # As written, on a machine with Python and nothing else: here, where the host lacks the
+    # default Python, its Debian root is that machine (it has no uv either). The service's
+    # suite, the generated README's second command, is the default bake's, which
+    # tests/test_github.py runs with that Python on both databases.
+    command, _ = quick_start_readme()
+    in_a_root = host_interpreter(DEFAULT_PYTHON) is None
+    project = serve_quick_start(command, tmp_path, DEFAULT_PYTHON if in_a_root else None)
+    assert (project / ".python-version").read_text() == f"{DEFAULT_PYTHON}\n"
+    assert venv_python(project) == DEFAULT_PYTHON
 
-    serve_until_ready(command, clone, env, port)
 
-    project = tmp_path / "my-service"
-    assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
-    assert (project / "app.db").is_file(), "`alembic upgrade head` did not create app.db"
+@pytest.mark.slow
+def test_template_quick_start_for_the_python_at_hand_needs_no_download(tmp_path: Path) -> None:
+    # Where uv may not download the default Python: the README's variant, with this host's
+    # Python (3.11 here, the oldest offered) and nothing else.
+    # Its suite is that of tests/test_bake.py's meetings-sqlite bake of this Python.
+    _, command = quick_start_readme()
+    project = serve_quick_start(command, tmp_path, None)
+    assert venv_python(project) == HOST_PYTHON
 
-    generated = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
-    assert len(generated) == 3, generated
-    result = run(generated[1], cwd=project, env=uv_env())
-    assert "passed" in result.stdout, result.stdout[-3000:]
-    assert "Required test coverage of 95" in result.stdout
+
+@contextlib.contextmanager
+def download_source() -> Iterator[tuple[str, list[str]]]:
+    """A local stand-in for uv's Python download source: its URL, and the paths asked of it
+    (each answered 404, so that nothing is installed)."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/releases", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_quick_start_on_a_machine_without_the_default_python_gets_it_from_uv(
+    cookies_session: Any, tmp_path: Path
+) -> None:
+    # What the README promises where the default Python is missing: uv (downloads allowed, as
+    # they are unless turned off) asks for that CPython. The only Pythons it may find are the
+    # one running these tests, so the default is missing even where the host has it
+    # elsewhere. No network here: a local server stands in for the download source.
+    result = cookies_session.bake(extra_context={"project_name": "Needs Download"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    with download_source() as (url, asked):
+        env = {
+            key: value for key, value in clean_env().items() if not key.startswith(("UV_", "PYENV"))
+        }
+        env |= {
+            "PATH": str(Path(sys.base_prefix) / "bin"),
+            "UV_PYTHON_INSTALL_MIRROR": url,
+            "UV_PYTHON_INSTALL_DIR": str(tmp_path / "pythons"),
+            "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+        }
+        synced = subprocess.run(
+            [tool("uv"), "sync"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert synced.returncode != 0, synced.stderr
+    wanted = re.escape(f"/cpython-{DEFAULT_PYTHON}.")
+    assert [path for path in asked if re.search(wanted, path.replace("%2B", "+"))], (
+        asked,
+        synced.stderr,
+    )
 
 
 @pytest.mark.slow
 def test_generated_readme_pip_route_installs_migrates_and_tests(
-    cookies_session: Any, tmp_path: Path
+    host_cookies: HostCookies, tmp_path: Path
 ) -> None:
-    result = cookies_session.bake(extra_context={"project_name": "Pip Route"})
+    # The system's Python and pip: a bake for that Python.
+    result = host_cookies.bake(extra_context={"project_name": "Pip Route"})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     blocks = quick_start_blocks((project / "README.md").read_text(encoding="utf-8"))
@@ -234,6 +349,8 @@ def test_generated_readme_quick_start_on_postgresql(
             extra_context={
                 "project_name": f"Readme Pg {uuid4().hex[:6]}",
                 "database": "postgresql",
+                # served by uv with this host's Python (no download)
+                "python_version": HOST_PYTHON,
             },
         )
     )

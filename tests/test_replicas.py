@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    HostCookies,
     PrimaryWithReplica,
     clean_env,
     free_port,
@@ -72,10 +73,10 @@ class Bake:
 
 @pytest.fixture(scope="module")
 def bake(
-    cookies_session: Any, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
+    host_cookies: HostCookies, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
-    path, package = replicated_bake(cookies_session, servers, servers.url("primary", "service"))
+    path, package = replicated_bake(host_cookies, servers, servers.url("primary", "service"))
     wrapper = tmp_path_factory.mktemp("wrapper")
     (wrapper / "replica_wrapper.py").write_text(WORKER_WRAPPER.format(package=package))
     return Bake(path, package, wrapper)

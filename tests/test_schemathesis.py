@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers import PostgresServer, clean_env, run, serve, tool
+from tests.helpers import HostCookies, PostgresServer, clean_env, run, serve, tool
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +64,9 @@ def schemathesis(base_url: str, folder: Path) -> None:
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_the_schema_and_the_service_agree(
-    cookies_session: Any, request: pytest.FixtureRequest, tmp_path: Path, database: str
+    host_cookies: HostCookies, request: pytest.FixtureRequest, tmp_path: Path, database: str
 ) -> None:
-    result = cookies_session.bake(extra_context={"database": database})
+    result = host_cookies.bake(extra_context={"database": database})
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     postgres: PostgresServer | None = None

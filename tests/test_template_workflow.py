@@ -33,6 +33,7 @@ from tests.helpers import (
     run,
     skip_or_fail,
     tool,
+    version_key,
 )
 from tests.test_github import (
     PINNED_ACTION,
@@ -94,7 +95,7 @@ def test_template_workflow_installs_every_python_offered_its_own_last(
     versions = setup["with"]["python-version"].split()
     assert sorted(versions) == sorted(OPTIONS["python_version"])
     # The last is python3: the template's own lowest (requires-python of its pyproject.toml).
-    assert versions[-1] == min(OPTIONS["python_version"])
+    assert versions[-1] == min(OPTIONS["python_version"], key=version_key)
 
 
 def test_template_workflow_runs_ci_and_only_reads(workflow: dict[Any, Any]) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO_ROOT, clean_env, copy_tracked_files, run, uv_env
-from tests.test_bake import MINIMUM_TESTS, Baked, run_suite
+from tests.helpers import REPO_ROOT, clean_env, copy_tracked_files, run
+from tests.test_bake import MINIMUM_TESTS, Baked, run_suite, sync
 
 COOKIECUTTER = str(Path(sys.executable).with_name("cookiecutter"))
 # The team's answers, written to the config's default_context. A new prompt's team default is
@@ -139,8 +139,8 @@ def test_team_bake_defaults_to_postgresql(team_bake: Baked) -> None:
 
 
 def test_team_bake_suite_passes(team_bake: Baked, tmp_path_factory: pytest.TempPathFactory) -> None:
-    # Its own suite as its README runs it (SQLite, coverage gate), in its own uv environment;
-    # test_bake.py runs this combination's suite on PostgreSQL too.
-    run(["uv", "sync"], cwd=team_bake.path, env=uv_env())
+    # Its own suite as its README runs it (SQLite, coverage gate), in its own uv environment
+    # on the default Python; test_bake.py runs this combination's suite on PostgreSQL too.
+    sync(team_bake)
     passed = run_suite(team_bake, tmp_path_factory)
     assert passed >= MINIMUM_TESTS[team_bake.example_domain]

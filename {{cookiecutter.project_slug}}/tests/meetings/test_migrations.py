@@ -27,7 +27,7 @@ from tests.migrating import (
 )
 
 FIRST = "3a5c1e9d7b20"
-HEAD = "5d7e2c9a4b16"
+HEAD = "dbfa39f6e853"
 
 FAILING_REVISION = '''
 """Alter summaries in batch mode, then fail."""

@@ -45,6 +45,14 @@ ANSWERS: dict[Cause, tuple[str, str]] = {
         "the database server is unreachable or refused the connection",
     ),
 }
+# A connection lost during a write: if it was lost during COMMIT, the server may have stored
+# the write without the service hearing of it. The client is told so, not just "retry".
+WRITE_IN_DOUBT = (
+    "the connection to the database was lost during this write, which may have been stored:"
+    " retry with the same Idempotency-Key where the endpoint takes one, or check first",
+    "the connection was lost during a write; whether it was committed is unknown",
+)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class ASCIIJSONResponse(JSONResponse):
@@ -96,15 +104,18 @@ async def method_not_allowed(request: Request, _error: Exception) -> Response:
     )
 
 
-async def database_error(_request: Request, error: Exception) -> Response:
+async def database_error(request: Request, error: Exception) -> Response:
     """Answer 503 (retry later) when the database cannot serve: pool exhausted, lock held,
-    unreachable; 507 when its storage is full. Any other database error is a bug: raised on,
-    to be reported as one (UnexpectedErrors)."""
+    unreachable (a write: may have been stored); 507 when its storage is full. Any other
+    database error is a bug: raised on, to be reported as one (UnexpectedErrors)."""
     cause = unavailable_cause(error)
     if cause is None:
         raise error
     count_unavailable(cause)
     detail, condition = ANSWERS[cause]
+    lost = isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
+    if lost and request.method not in SAFE_METHODS:
+        detail, condition = WRITE_IN_DOUBT
     # The exception type only: driver messages can hold host names or credentials.
     logger.warning("database %s: %s (%s)", cause, condition, type(error).__name__)
     if cause == "storage full":

@@ -30,6 +30,7 @@ NAME_LENGTH = 100
 USER_ID_LENGTH = 64
 LANGUAGE_LENGTH = 35  # the longest BCP 47 tag in common use fits
 MODEL_LENGTH = 100
+IDEMPOTENCY_KEY_LENGTH = 255
 
 
 class TranscriptStatus(enum.StrEnum):
@@ -165,3 +166,16 @@ class Summary(TimestampMixin, Base):
             name="kind_known",
         ),
     )
+
+
+class IdempotentRequest(TimestampMixin, Base):
+    """A create answered under an Idempotency-Key, stored in the create's own transaction:
+    a retry with the key gets the same answer and creates nothing again, whether the first
+    answer was lost on its way back or the connection was lost during COMMIT."""
+
+    __tablename__ = "idempotent_requests"
+
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), primary_key=True)
+    # SHA-256 of the method, the path and the body: a key is for one request only.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[str] = mapped_column(Text)  # the JSON body answered (201)

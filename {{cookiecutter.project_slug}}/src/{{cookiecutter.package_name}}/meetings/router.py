@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, status
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.database import ReadSessionDep, SessionDep
 from . import service
-from .models import Room, Summary, SummaryKind, Transcript, UserSession
+from .models import IDEMPOTENCY_KEY_LENGTH, Room, Summary, SummaryKind, Transcript, UserSession
 from .schemas import (
     INT32_MAX,
     Page,
@@ -47,7 +51,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_409_CONFLICT: {"description": "Conflicts with what is stored"},
 }
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_LENGTH,
+        pattern=r"^[!-~]+$",  # printable ASCII, no spaces
+        description="Makes a retry safe: a request repeated with the same key (after a lost"
+        " answer or a 503) gets the first answer again and creates nothing twice. A key is"
+        " for one request: another body under it is a 409.",
+    ),
+]
 PageT = TypeVar("PageT", bound=Page)
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 
 async def _page(
@@ -58,6 +75,26 @@ async def _page(
     return page.model_validate({"items": items, "next_offset": next_offset})
 
 
+async def once(
+    request: Request,
+    db: AsyncSession,
+    key: str | None,
+    create: Callable[[], Awaitable[AnswerT]],
+    answer: type[AnswerT],
+) -> AnswerT:
+    """Run ``create`` once per Idempotency-Key: a retry with the key gets the stored answer."""
+    if key is None:
+        return await create()
+    body = json.dumps(await request.json(), sort_keys=True)
+    request_hash = hashlib.sha256(f"{request.method} {request.url.path} {body}".encode())
+    stored = await service.stored_answer(db, key, request_hash.hexdigest())
+    if stored is not None:
+        return answer.model_validate_json(stored)
+    created = await create()
+    await service.store_answer(db, key, request_hash.hexdigest(), created.model_dump_json())
+    return created
+
+
 rooms = APIRouter(prefix="/rooms", tags=["rooms"], responses=ERRORS)
 sessions = APIRouter(prefix="/sessions", tags=["sessions"], responses=ERRORS)
 transcripts = APIRouter(prefix="/transcripts", tags=["transcripts"], responses=ERRORS)
@@ -65,8 +102,13 @@ summaries = APIRouter(prefix="/summaries", tags=["summaries"], responses=ERRORS)
 
 
 @rooms.post("", status_code=status.HTTP_201_CREATED)
-async def create_room(data: RoomCreate, db: SessionDep) -> RoomRead:
-    return RoomRead.model_validate(await service.create_room(db, data))
+async def create_room(
+    request: Request, data: RoomCreate, db: SessionDep, key: IdempotencyKey = None
+) -> RoomRead:
+    async def create() -> RoomRead:
+        return RoomRead.model_validate(await service.create_room(db, data))
+
+    return await once(request, db, key, create, RoomRead)
 
 
 @rooms.get("")
@@ -90,9 +132,15 @@ async def delete_room(room_id: PathId, db: SessionDep) -> None:
 
 
 @sessions.post("", status_code=status.HTTP_201_CREATED)
-async def join_room(data: UserSessionCreate, db: SessionDep) -> UserSessionRead:
+async def join_room(
+    request: Request, data: UserSessionCreate, db: SessionDep, key: IdempotencyKey = None
+) -> UserSessionRead:
     """A user joins a room: one open session per user and room, up to the room's capacity."""
-    return UserSessionRead.model_validate(await service.join_room(db, data))
+
+    async def create() -> UserSessionRead:
+        return UserSessionRead.model_validate(await service.join_room(db, data))
+
+    return await once(request, db, key, create, UserSessionRead)
 
 
 @sessions.get("")
@@ -119,8 +167,13 @@ async def leave_room(session_id: PathId, db: SessionDep) -> UserSessionRead:
 
 
 @transcripts.post("", status_code=status.HTTP_201_CREATED)
-async def create_transcript(data: TranscriptCreate, db: SessionDep) -> TranscriptRead:
-    return TranscriptRead.model_validate(await service.create_transcript(db, data))
+async def create_transcript(
+    request: Request, data: TranscriptCreate, db: SessionDep, key: IdempotencyKey = None
+) -> TranscriptRead:
+    async def create() -> TranscriptRead:
+        return TranscriptRead.model_validate(await service.create_transcript(db, data))
+
+    return await once(request, db, key, create, TranscriptRead)
 
 
 @transcripts.get("")
@@ -172,16 +225,31 @@ async def delete_transcript(transcript_id: PathId, db: SessionDep) -> None:
 
 @transcripts.post("/{transcript_id}/segments", status_code=status.HTTP_201_CREATED)
 async def append_segments(
-    transcript_id: PathId, segments: SegmentBatch, db: SessionDep
+    request: Request,
+    transcript_id: PathId,
+    segments: SegmentBatch,
+    db: SessionDep,
+    key: IdempotencyKey = None,
 ) -> SegmentsAppended:
     """Append a batch atomically: one taken sequence number rejects all of it (409)."""
-    last = await service.append_segments(db, transcript_id, segments)
-    return SegmentsAppended(transcript_id=transcript_id, appended=len(segments), last_sequence=last)
+
+    async def create() -> SegmentsAppended:
+        last = await service.append_segments(db, transcript_id, segments)
+        return SegmentsAppended(
+            transcript_id=transcript_id, appended=len(segments), last_sequence=last
+        )
+
+    return await once(request, db, key, create, SegmentsAppended)
 
 
 @summaries.post("", status_code=status.HTTP_201_CREATED)
-async def create_summary(data: SummaryCreate, db: SessionDep) -> SummaryRead:
-    return SummaryRead.model_validate(await service.create_summary(db, data))
+async def create_summary(
+    request: Request, data: SummaryCreate, db: SessionDep, key: IdempotencyKey = None
+) -> SummaryRead:
+    async def create() -> SummaryRead:
+        return SummaryRead.model_validate(await service.create_summary(db, data))
+
+    return await once(request, db, key, create, SummaryRead)
 
 
 @summaries.get("")

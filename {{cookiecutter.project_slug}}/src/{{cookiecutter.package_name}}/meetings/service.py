@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.database import Base, utcnow
 from .models import (
+    IdempotentRequest,
     Room,
     Summary,
     SummaryKind,
@@ -367,3 +368,23 @@ async def delete_row(db: AsyncSession, model: type[Base], id_: int) -> None:
     row = await get_or_404(db, model, id_)
     await db.delete(row)
     await db.flush()
+
+
+# --- idempotent creates ---------------------------------------------------------------------
+
+
+async def stored_answer(db: AsyncSession, key: str, request_hash: str) -> str | None:
+    """The answer already given under Idempotency-Key ``key``, if any (ConflictError if the
+    key was given to another request)."""
+    stored = await db.get(IdempotentRequest, key)
+    if stored is None:
+        return None
+    if stored.request_hash != request_hash:
+        raise ConflictError(f"Idempotency-Key {key!r} was already used for another request")
+    return stored.answer
+
+
+async def store_answer(db: AsyncSession, key: str, request_hash: str, answer: str) -> None:
+    """Keep ``answer`` under ``key``, in the transaction of the create that it answers."""
+    db.add(IdempotentRequest(key=key, request_hash=request_hash, answer=answer))
+    await flush_or_conflict(db, f"a request with Idempotency-Key {key!r} is under way; retry")

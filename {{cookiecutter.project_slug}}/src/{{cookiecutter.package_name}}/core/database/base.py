@@ -23,8 +23,7 @@ BIG_INT = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid: INTE
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and read back aware, on every database (SQLite drops time
-    zones). Naive datetimes are refused: their zone can only be guessed."""
+    """Stored in UTC, read back aware (SQLite drops zones); a naive datetime is refused."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

@@ -24,9 +24,8 @@ UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 def engine_from_settings(
     settings: Settings, *, url: URL | None = None, migrating: bool = False
 ) -> AsyncEngine:
-    """The engine ``settings`` describe (for ``url``, a replica's), not connected yet.
-    ``migrating`` (Alembic) on SQLite: foreign keys off for batch mode, and SQLite waits out
-    the busy timeout itself, where the service's writers take turns (sqlite.WriteTurns)."""
+    """The engine ``settings`` describe (for ``url``, a replica's), not connected yet;
+    ``migrating`` (Alembic): see configure_sqlite."""
     url = url or settings.sqlalchemy_url
     pool = {
         "pool_size": settings.database_pool_size,
@@ -56,8 +55,7 @@ def engine_from_settings(
 
 
 def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
-    """Connect; asyncpg's OSError (socket.gaierror, refused, ...) or TimeoutError, which
-    SQLAlchemy passes through unwrapped, becomes the driver's OperationalError."""
+    """Connect; an OSError or TimeoutError (unwrapped by SQLAlchemy) becomes OperationalError."""
     try:
         return dialect.connect(*cargs, **cparams)
     except (OSError, TimeoutError) as error:
@@ -86,8 +84,7 @@ def unavailable_cause(error: BaseException) -> Cause | None:
 
 def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """``engine`` for reads, in autocommit (no BEGIN, no COMMIT); not behind PgBouncer, where
-    asyncpg prepares a statement in one message and runs it in the next, and only a
-    transaction keeps both on one server."""
+    only a transaction keeps asyncpg's prepare and execute on one server connection."""
     if settings.database_pgbouncer:
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -20,9 +20,10 @@ SHARE_AFTER = 0.1  # seconds of this process's writers back to back before other
 def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory: bool) -> None:
     """Real transactions (BEGIN here: the driver's skips SELECTs, so SAVEPOINTs leak and failed
     migrations stay; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout.
+    ``migrating`` (Alembic): foreign keys off for batch mode, and SQLite itself waits out the
+    busy timeout, where the service's writers take turns (WriteTurns).
     https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl"""
-
-    busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)  # see WriteTurns
+    busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -43,9 +44,9 @@ def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory:
 
 
 class WriteTurns:
-    """The writers of a process take turns on a SQLite file, first come, first served (in
-    SQLite's busy handler, backing off up to 100 ms a try, many waited far longer than the
-    lock was held); only the one whose turn it is meets other processes' writers."""
+    """A process's writers take turns on a SQLite file, first come, first served (SQLite's
+    busy handler backs off up to 100 ms a try); only the one whose turn it is meets other
+    processes' writers."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
