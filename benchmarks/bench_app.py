@@ -5,6 +5,8 @@ BENCH_PACKAGE names the baked package. The extra routes:
 - /bench/common/rooms/{id}: the pattern most services start from, for contrast: SQLAlchemy's
   pool_pre_ping, SQLAlchemy's default pool (5 + 10 overflow) and a committed transaction
   around every request;
+- /bench/pool-order/rooms/{id}: GET /rooms/{id} without the turns for a pooled connection
+  (core/database/engine.py ``turn``): SQLAlchemy's pool alone decides who gets a connection;
 - /bench/sleep?seconds=: waits on the database (pg_sleep, or a SQLite function that sleeps);
 - /bench/blocking?seconds=: the same wait through a blocking driver (sqlite3) inside
   ``async def``, which is what the template protects against.
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 package = os.environ["BENCH_PACKAGE"]
 main = importlib.import_module(f"{package}.main")
 database = importlib.import_module(f"{package}.core.database")
+session_module = importlib.import_module(f"{package}.core.database.session")
 settings = importlib.import_module(f"{package}.core.config").get_settings()
 models = importlib.import_module(f"{package}.meetings.models")
 schemas = importlib.import_module(f"{package}.meetings.schemas")
@@ -61,6 +64,19 @@ async def bench_ping() -> dict[str, str]:
 @app.get("/bench/common/rooms/{room_id}")
 async def common_read_room(
     room_id: int, session: Annotated[AsyncSession, Depends(common_session)]
+) -> Any:
+    return schemas.RoomRead.model_validate(await session.get(models.Room, room_id))
+
+
+async def pool_order_session() -> AsyncIterator[AsyncSession]:
+    async with session_module.get_database().reads() as session:  # ReadSessionDep's, no turn
+        yield session
+
+
+@app.get("/bench/pool-order/rooms/{room_id}")
+async def pool_order_read_room(
+    room_id: int,
+    session: Annotated[AsyncSession, Depends(pool_order_session, scope="function")],
 ) -> Any:
     return schemas.RoomRead.model_validate(await session.get(models.Room, room_id))
 

@@ -5,18 +5,19 @@
     .venv/bin/python benchmarks/run.py --only B2  # some of them; prints, writes nothing
 
 Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
-B1-B8 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
+B1-B9 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
 streaming appends, and reads from a streaming replica. Every number comes with the baseline it
 is compared to, measured in the same run: the machines are shared and noisy, so ratios mean more
 than absolute times. Needs wrk (apt-get install wrk) and the PostgreSQL server of
 TEMPLATE_POSTGRES_URL; B6 starts a primary and a replica of its own from PostgreSQL's server
-binaries (tests/helpers.py ``PrimaryWithReplica``). B8 prices traces and metrics.
+binaries (tests/helpers.py ``PrimaryWithReplica``). B9 prices traces and metrics.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -388,10 +389,12 @@ def uvicorn(
     env: dict[str, str],
     app_dir: str = ".",
     workers: int = 1,
+    options: tuple[str, ...] = (),
     pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """uvicorn serving ``app`` (one worker unless told); yields its base URL once it answers.
-    ``pids`` gets the process id (with one worker, the process that serves)."""
+    """uvicorn serving ``app`` (one worker unless told, with ``options`` such as its loop);
+    yields its base URL once it answers. ``pids`` gets the process id (with one worker,
+    the process that serves)."""
     port = free_port()
     log = WORK / f"uvicorn-{port}.log"
     with log.open("wb") as output:
@@ -410,6 +413,7 @@ def uvicorn(
                 "--no-access-log",
                 "--workers",
                 str(workers),
+                *options,
             ],
             cwd=cwd,
             env=env,
@@ -474,13 +478,25 @@ def wrk_latency(
         if rate > 0 or seconds >= 16:
             break
         seconds *= 2
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors:.*?timeout (\d+)", output)
-    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    p99 = latency_ms(output, "99%")
     answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    failed = (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0)
-    return rate, failed, p99, answered
+    return rate, failures(output), p99, answered
+
+
+def failures(wrk_output: str) -> int:
+    """Non-2xx/3xx answers and timeouts of a wrk run."""
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", wrk_output)
+    errors = re.search(r"Socket errors:.*?timeout (\d+)", wrk_output)
+    return (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0)
+
+
+def latency_ms(wrk_output: str, row: str) -> float:
+    """A latency of wrk's --latency output in ms: a percentile ("99%") or "Max"."""
+    pattern = rf"\s{re.escape(row)}\s+([\d.]+)(us|ms|s)\b"
+    if row == "Max":  # the fourth column of the Latency line
+        pattern = r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b"
+    value, unit = re.search(pattern, wrk_output).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def service_env(project: Project, url: str, **extra: str) -> dict[str, str]:
@@ -507,8 +523,10 @@ def seed_room(base: str) -> int:
 def bench_read_path(project: Project, report: Report, repeats: int, seconds: float) -> None:
     env = service_env(project, project.pg_url)
     raw_env = clean_env(RAW_DSN=SERVER_URL.set(database=project.database).render_as_string(False))
+    unlimited_env = {**env, "DATABASE_STATEMENT_TIMEOUT": "0"}
     with (
         uvicorn(HERE, "bench_app:app", env) as generated,
+        uvicorn(HERE, "bench_app:app", unlimited_env) as unlimited,
         uvicorn(HERE, "baseline_asyncpg:app", raw_env) as raw,
     ):
         room = seed_room(generated)
@@ -516,6 +534,8 @@ def bench_read_path(project: Project, report: Report, repeats: int, seconds: flo
             "no database (ceiling)": raw + "/ping",
             "raw asyncpg pool": f"{raw}/rooms/{room}",
             "generated: GET /rooms/{id} (ReadSessionDep, session.get)": f"{generated}/rooms/{room}",
+            # The same without statement_timeout and asyncpg's command_timeout: their cost.
+            "generated, DATABASE_STATEMENT_TIMEOUT=0 (no time limits)": f"{unlimited}/rooms/{room}",
             "common pattern: pool_pre_ping + transaction": f"{generated}/bench/common/rooms/{room}",
         }
         rates: dict[str, list[float]] = {name: [] for name in targets}
@@ -541,6 +561,81 @@ def bench_read_path(project: Project, report: Report, repeats: int, seconds: flo
         if name.startswith("generated:"):
             row.target, row.met = ">= 0.5x", verdict(ratio >= 0.5)
         report.add(row)
+    limited = med["generated: GET /rooms/{id} (ReadSessionDep, session.get)"]
+    unlimited_rate = med["generated, DATABASE_STATEMENT_TIMEOUT=0 (no time limits)"]
+    report.add(
+        Row(
+            "B2",
+            "the time limits' cost: statement_timeout (set once per connection) and asyncpg's"
+            " command_timeout (a timer per call), GET /rooms/{id}",
+            f"{limited:,.0f} req/s",
+            f"{unlimited_rate:,.0f} req/s (DATABASE_STATEMENT_TIMEOUT=0)",
+            f"{limited / unlimited_rate:.2f}x",
+        )
+    )
+
+
+# --- B8: waits for a pooled connection --------------------------------------------------------
+
+
+def wrk_waits(url: str, seconds: float) -> tuple[float, float, float, int]:
+    """p50, p99 and longest latency (ms) and failed requests of 50 wrk connections."""
+    args = ["wrk", "-t1", "-c50", f"-d{round(seconds)}s", "--timeout", "10s", "--latency", url]
+    output = run(args, cwd=HERE)
+    return (
+        latency_ms(output, "50%"),
+        latency_ms(output, "99%"),
+        latency_ms(output, "Max"),
+        failures(output),
+    )
+
+
+def bench_pool_waits(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    """50 clients on the default pool of 15, GET /rooms/{id}, one worker: requests take the
+    pool's connections in turn (generated), against SQLAlchemy's pool order alone."""
+    servers = {"h11": ("--loop", "asyncio", "--http", "h11")}
+    if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
+        servers["uvloop + httptools"] = ("--loop", "uvloop", "--http", "httptools")
+    else:
+        print("  B8: uvloop or httptools is not installed; h11 only", flush=True)
+    for server, options in servers.items():
+        env = service_env(project, project.pg_url)
+        with uvicorn(HERE, "bench_app:app", env, options=options) as base:
+            room = seed_room(base)
+            cases = {
+                "in turn (generated)": f"{base}/rooms/{room}",
+                "SQLAlchemy's pool order": f"{base}/bench/pool-order/rooms/{room}",
+            }
+            samples: dict[str, list[tuple[float, float, float, int]]] = {c: [] for c in cases}
+            for url in cases.values():
+                wrk(url, 1)  # warm up: all 15 connections open
+            for _ in range(repeats):
+                for case, url in cases.items():
+                    samples[case].append(wrk_waits(url, seconds))
+        results = {
+            case: tuple(median([run[i] for run in runs]) for i in range(4))
+            for case, runs in samples.items()
+        }
+
+        def waits(p50: float, p99: float, longest: float, failed: float) -> str:
+            return (
+                f"p50 {p50:,.0f} ms, p99 {p99:,.0f} ms ({p99 / p50:.1f}x p50),"
+                f" longest {longest:,.0f} ms, {failed:.0f} failed"
+            )
+
+        p50, p99, longest, failed = results["in turn (generated)"]
+        report.add(
+            Row(
+                "B8",
+                f"GET /rooms/{{id}}, 50 connections, pool of 15, 1 worker, {server}: requests"
+                " take the pool's connections in arrival order",
+                waits(p50, p99, longest, failed),
+                waits(*results["SQLAlchemy's pool order"]) + " (SQLAlchemy's pool order)",
+                f"p99 {p99 / p50:.1f}x p50",
+                "p99 <= 3x p50, none over 30 s (DATABASE_POOL_TIMEOUT)",
+                verdict(p99 <= 3 * p50 and longest < 30_000 and not failed),
+            )
+        )
 
 
 # --- B3: the event loop under slow queries --------------------------------------------------
@@ -1128,7 +1223,7 @@ def bench_observability(project: Project, report: Report, repeats: int, seconds:
                     )
                     ended = cpu_seconds(pids[0])
                     if bad or bad_appends:
-                        raise SystemExit(f"B8 {name}: {bad + bad_appends} failed requests")
+                        raise SystemExit(f"B9 {name}: {bad + bad_appends} failed requests")
                     results[name].append(
                         (
                             read,
@@ -1142,7 +1237,7 @@ def bench_observability(project: Project, report: Report, repeats: int, seconds:
         read, append, cpu_read, cpu_append = (median([r[i] for r in runs]) for i in range(4))
         report.add(
             Row(
-                "B8",
+                "B9",
                 f"observability {name}, 1 worker, PostgreSQL: GET /rooms/{{id}} (50 connections)"
                 " / append 1 segment (10 connections); rate, and the service's CPU per request",
                 f"{read:,.0f} / {append:,.0f} req/s; {cpu_read:,.0f} / {cpu_append:,.0f} us CPU",
@@ -1206,7 +1301,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
+        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"],
         help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -1238,7 +1333,8 @@ def main() -> int:
             "SQLite soak",
             lambda p, r: bench_sqlite_soak(p, r, 3 if options.quick else 60, options.quick),
         ),
-        "B8": ("observability", lambda p, r: bench_observability(p, r, repeats, seconds)),
+        "B8": ("connection waits", lambda p, r: bench_pool_waits(p, r, repeats, seconds)),
+        "B9": ("observability", lambda p, r: bench_observability(p, r, repeats, seconds)),
     }
     WORK.mkdir(exist_ok=True)
     report = Report()

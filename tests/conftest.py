@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,23 @@ def servers() -> Iterator[PrimaryWithReplica]:
         yield pair
     finally:
         pair.stop()
+
+
+@pytest.fixture(scope="module")
+def migrated_project(
+    host_cookies: HostCookies, postgres: PostgresServer
+) -> Iterator[tuple[Path, str]]:
+    """A PostgreSQL bake with the meetings domain, migrated in a database of its own."""
+    result = host_cookies.bake(extra_context={"database": "postgresql"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    database = postgres.create_database()
+    try:
+        run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=project,
+            env=clean_env(DATABASE_URL=postgres.async_url(database)),
+        )
+        yield project, database
+    finally:
+        postgres.drop_database(database)

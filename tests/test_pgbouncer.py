@@ -10,41 +10,19 @@ wrong server connection and requests fail, which shows that the test can see the
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import HostCookies, PgBouncer, PostgresServer, clean_env, run, serve
+from tests.helpers import PgBouncer, serve
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
 POOL = {"DATABASE_POOL_SIZE": "4"}  # per worker
-
-
-@pytest.fixture(scope="module")
-def migrated_project(
-    host_cookies: HostCookies, postgres: PostgresServer
-) -> Iterator[tuple[Path, str]]:
-    """A PostgreSQL bake with the meetings domain, migrated in a database of its own."""
-    result = host_cookies.bake(extra_context={"database": "postgresql"})
-    assert result.exit_code == 0, result.exception
-    project = Path(result.project_path)
-    database = postgres.create_database()
-    try:
-        run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=project,
-            env=clean_env(DATABASE_URL=postgres.async_url(database)),
-        )
-        yield project, database
-    finally:
-        postgres.drop_database(database)
 
 
 NO_ANSWER = 0  # the status counted for a request that got no answer in time
@@ -87,9 +65,8 @@ def test_with_database_pgbouncer_no_request_fails(
 ) -> None:
     project, database = migrated_project
     log = tmp_path / "uvicorn.log"
-    with serve(
-        project, pgbouncer.url(database), log, WORKERS, **POOL, DATABASE_PGBOUNCER="true"
-    ) as base_url:
+    url = pgbouncer.url(database)
+    with serve(project, url, log, WORKERS, **POOL, DATABASE_PGBOUNCER="true") as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
     assert set(statuses) <= {200, 201}, (statuses, output[-3000:])
@@ -97,12 +74,29 @@ def test_with_database_pgbouncer_no_request_fails(
     assert "prepared statement" not in output
 
 
+def test_without_it_pgbouncer_refuses_the_services_connections(
+    migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    project, database = migrated_project
+    log = tmp_path / "uvicorn.log"
+    # PgBouncer refuses statement_timeout (DATABASE_STATEMENT_TIMEOUT) as a startup parameter:
+    # the service cannot connect, and says so with 503s rather than failing now and then.
+    with serve(project, pgbouncer.url(database), log, WORKERS, **POOL) as base_url:
+        statuses = asyncio.run(traffic(base_url, rounds=24))
+        ready = httpx.get(f"{base_url}/readyz", timeout=15)
+    assert set(statuses) == {503}, statuses
+    assert ready.status_code == 503, ready.text
+
+
 def test_without_it_prepared_statements_meet_the_wrong_connection(
     migrated_project: tuple[Path, str], pgbouncer: PgBouncer, tmp_path: Path
 ) -> None:
     project, database = migrated_project
     log = tmp_path / "uvicorn.log"
-    with serve(project, pgbouncer.url(database), log, WORKERS, **POOL) as base_url:
+    # Without the time limit, which PgBouncer would refuse (see above).
+    settings = {"DATABASE_STATEMENT_TIMEOUT": "0"}
+    url = pgbouncer.url(database)
+    with serve(project, url, log, WORKERS, **POOL, **settings) as base_url:
         statuses = asyncio.run(traffic(base_url))
     output = log.read_text(errors="replace")
     # Requests fail, or hang until the client gives up: a statement prepared on one server

@@ -166,3 +166,20 @@ def test_get_settings_names_every_bad_setting(environ: pytest.MonkeyPatch) -> No
         ConfigurationError, match=r"DATABASE_POOL_SIZE: .*greater than or equal to 1"
     ):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("-1", "greater than or equal to 0"),
+        ("inf", "less than or equal to 86400"),
+        ("soon", "number"),
+    ],
+)
+def test_a_bad_time_limit_is_named_in_one_line(
+    environ: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    environ.setenv("DATABASE_URL", "sqlite:///./ok.db")
+    environ.setenv("DATABASE_READ_STATEMENT_TIMEOUT", value)
+    with pytest.raises(ConfigurationError, match=rf"DATABASE_READ_STATEMENT_TIMEOUT: .*{reason}"):
+        get_settings()

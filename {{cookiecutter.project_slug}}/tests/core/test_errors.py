@@ -19,11 +19,9 @@ from {{ cookiecutter.package_name }}.core.database import (
     get_engine,
     session_scope,
 )
-from {{ cookiecutter.package_name }}.core.database.engine import (
-    engine_from_settings,
-    unavailable_cause,
-)
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 from {{ cookiecutter.package_name }}.core.errors import ANSWERS
+from {{ cookiecutter.package_name }}.core.unavailable import unavailable_cause
 from {{ cookiecutter.package_name }}.main import (
     create_app,
 )
@@ -92,6 +90,7 @@ def locked_sqlite_error(tmp_path: Path) -> sqlalchemy.exc.OperationalError:
         (dbapi_error("28P01"), "unreachable"),  # password authentication failed
         (dbapi_error("53300"), "unreachable"),  # too many connections
         (dbapi_error("57P01"), "unreachable"),  # the server is shutting down
+        (dbapi_error("57014"), "timed out"),  # cancelled by statement_timeout
         (dbapi_error("23505"), None),  # a unique violation is the service's own bug
         (dbapi_error("42P01"), None),  # so is a missing table
         (ValueError("not a database error"), None),

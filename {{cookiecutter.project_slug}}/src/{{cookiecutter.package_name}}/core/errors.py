@@ -20,9 +20,9 @@ from opentelemetry import trace
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .database.engine import Cause, unavailable_cause
 from .database.session import get_database
 from .metrics import count_unavailable
+from .unavailable import Cause, unavailable_cause
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ ANSWERS: dict[Cause, tuple[str, str]] = {
     "storage full": (
         "database storage is full: writes are refused until space is freed",
         "the database's storage is full; free disk space (reads still work)",
+    ),
+    "timed out": (
+        "database busy: a statement ran past its time limit; retry later",
+        "a statement ran past DATABASE_STATEMENT_TIMEOUT (on a replica, the read's limit)",
     ),
     "unreachable": (
         "database unavailable; retry later",

@@ -23,8 +23,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .database.engine import Cause
 from .database.session import Database, get_database
+from .unavailable import Cause
 
 logger = logging.getLogger(__name__)
 PORTS_TO_TRY = 64  # one per worker, from METRICS_PORT on

@@ -17,12 +17,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from {{ cookiecutter.package_name }}.core.database import Base, session_scope
-from {{ cookiecutter.package_name }}.core.database.engine import (
-    engine_from_settings,
-    unavailable_cause,
-)
+from {{ cookiecutter.package_name }}.core.database.engine import engine_from_settings
 from {{ cookiecutter.package_name }}.core.database.session import get_database
 from {{ cookiecutter.package_name }}.core.database.sqlite import BUSY_SLICE_MS
+from {{ cookiecutter.package_name }}.core.unavailable import unavailable_cause
 
 from tests.harness import settings_for
 from tests.models import Note

@@ -1,7 +1,5 @@
 """The declarative base every model inherits, and the UTC-aware datetime type it maps to."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 

@@ -1,61 +1,65 @@
-"""Engines built from the settings; connection failures turned into database errors."""
+"""Engines built from the settings: time limits, connections checked and taken in turn."""
 
-from __future__ import annotations
-
+import asyncio
+import math
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from weakref import WeakKeyDictionary
 
-import sqlalchemy.exc
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Dialect, Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from ..config import Settings
+from ..config import Settings, get_settings
 from .sqlite import configure_sqlite
-
-# SQLSTATE classes of "cannot serve now": connection, authorization, no such database,
-# insufficient resources, shutdown. https://www.postgresql.org/docs/current/errcodes-appendix.html
-UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
 def engine_from_settings(
-    settings: Settings, *, url: URL | None = None, migrating: bool = False
+    settings: Settings, *, url: URL | None = None, migrating: bool = False, limit: float = 0
 ) -> AsyncEngine:
-    """The engine ``settings`` describe (for ``url``, a replica's), not connected yet;
-    ``migrating`` (Alembic): see configure_sqlite."""
-    url = url or settings.sqlalchemy_url
-    pool = {
-        "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_max_overflow,
-        "pool_timeout": settings.database_pool_timeout,
-        "pool_recycle": settings.database_pool_recycle,
-    }
+    """The engine ``settings`` describe (for ``url``, a replica's), not connected yet; on
+    PostgreSQL, statements limited to ``limit`` s (0: none). ``migrating`` (Alembic) on
+    SQLite: foreign keys off for batch mode, and SQLite waits out the busy timeout itself."""
+    url, s = url or settings.sqlalchemy_url, settings
+    pool = {"pool_timeout": s.database_pool_timeout, "pool_size": s.database_pool_size}
+    pool |= {"max_overflow": s.database_max_overflow, "pool_recycle": s.database_pool_recycle}
     if url.get_backend_name() == "sqlite":
         # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
         memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
         engine = create_async_engine(url, **({} if memory else pool))
-        configure_sqlite(engine, settings.database_sqlite_busy_timeout_ms, migrating, memory)
+        configure_sqlite(engine, s.database_sqlite_busy_timeout_ms, migrating, memory)
     else:
         # The service's name in pg_stat_activity, to tell its connections apart.
-        connect_args: dict[str, Any] = {"server_settings": {"application_name": settings.app_name}}
-        if settings.database_pgbouncer:
+        connect_args: dict[str, Any] = {"server_settings": {"application_name": s.app_name}}
+        if s.database_pgbouncer:
             # No cached prepared statements, unique names: they would meet the wrong server.
             # https://docs.sqlalchemy.org/en/21/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
             connect_args["statement_cache_size"] = 0
             connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+        if limit:  # asyncpg's, 0.5 s later, for a server that never answers (on connecting too)
+            connect_args["command_timeout"] = connect_args["timeout"] = limit + 0.5
+        if limit and not s.database_pgbouncer:  # PostgreSQL's (PgBouncer refuses it here)
+            connect_args["server_settings"]["statement_timeout"] = f"{math.ceil(limit * 1000)}"
         engine = create_async_engine(url, connect_args=connect_args, **pool)
-        if settings.database_pool_check_connections:
-            check_connections_before_use(engine, ping_after=settings.database_pool_ping_after)
+        if limit:  # a 503; the connection stays clean, unless the server never answered
+            event.listen(engine.sync_engine, "handle_error", _given_up)
+        if limit and s.database_pgbouncer:  # one transaction is all it keeps on one server
+            set_limit = f"SET LOCAL statement_timeout = {math.ceil(limit * 1000)}"
+            event.listen(engine.sync_engine, "begin", lambda c: c.exec_driver_sql(set_limit))
+        if s.database_pool_check_connections:
+            check_connections_before_use(engine, ping_after=s.database_pool_ping_after)
     event.listen(engine.sync_engine, "do_connect", _connect)
+    _TURNS[engine.sync_engine] = asyncio.Semaphore(s.database_pool_size + s.database_max_overflow)
     return engine
 
 
 def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
-    """Connect; an OSError or TimeoutError (unwrapped by SQLAlchemy) becomes OperationalError."""
+    """Connect; asyncpg's OSError or TimeoutError becomes the driver's OperationalError."""
     try:
         return dialect.connect(*cargs, **cparams)
     except (OSError, TimeoutError) as error:
@@ -63,28 +67,20 @@ def _connect(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str
         raise dialect.loaded_dbapi.OperationalError(message) from error
 
 
-Cause = Literal["pool exhausted", "locked", "storage full", "unreachable"]
-
-
-def unavailable_cause(error: BaseException) -> Cause | None:
-    """Why the database cannot serve now, if ``error`` says so (retry later); None: a bug."""
-    if isinstance(error, sqlalchemy.exc.TimeoutError):  # the pool's, not the built-in
-        return "pool exhausted"
-    if not isinstance(error, DBAPIError):
+def _given_up(context: ExceptionContext) -> BaseException | None:
+    """asyncpg gave up on a server that never answers (a frozen one): close it now, as lost."""
+    driver = context.connection.connection.driver_connection if context.connection else None
+    if not isinstance(context.original_exception, TimeoutError) or driver is None:
         return None
-    sqlite_error = str(getattr(error.orig, "sqlite_errorname", ""))
-    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-    if sqlite_error == "SQLITE_FULL" or sqlstate == "53100":  # disk full
-        return "storage full"
-    if sqlite_error.startswith("SQLITE_BUSY"):  # waited past the busy timeout
-        return "locked"
-    unreachable = error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
-    return "unreachable" if unreachable or isinstance(error, OperationalError) else None
+    driver.terminate()
+    context.is_disconnect, context.invalidate_pool_on_disconnect = True, False
+    error = (context.statement, context.parameters, context.original_exception)
+    return exc.OperationalError(*error, connection_invalidated=True)
 
 
 def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
-    """``engine`` for reads, in autocommit (no BEGIN, no COMMIT); not behind PgBouncer, where
-    only a transaction keeps asyncpg's prepare and execute on one server connection."""
+    """``engine`` for reads, in autocommit; not behind PgBouncer, where asyncpg prepares a
+    statement in one message, runs it in the next, and a transaction keeps both on one server."""
     if settings.database_pgbouncer:
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -96,16 +92,37 @@ def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> N
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        idle = time.monotonic() - record.info.get("last_used", 0.0)
         if dbapi_connection.driver_connection.is_closed():
-            raise DisconnectionError("the server closed this connection")
-        if idle > ping_after:
+            raise exc.DisconnectionError("the server closed this connection")
+        if time.monotonic() - record.info.get("last_used", 0.0) > ping_after:
             try:
                 dbapi_connection.ping()
             except Exception as error:
-                raise DisconnectionError("this connection did not answer a ping") from error
+                raise exc.DisconnectionError("this connection did not answer a ping") from error
 
     @event.listens_for(engine.sync_engine, "connect")
     @event.listens_for(engine.sync_engine, "checkin")
     def _mark_used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["last_used"] = time.monotonic()
+
+
+_TURNS: WeakKeyDictionary[Engine, asyncio.Semaphore] = WeakKeyDictionary()  # see turn()
+
+
+@asynccontextmanager
+async def turn(engine: AsyncEngine, *, or_else: AsyncEngine | None = None) -> AsyncIterator[bool]:
+    """A turn for ``engine``'s pooled connections in arrival order (SQLAlchemy's pool serves
+    whoever asks next) within the pool timeout; past it, ``or_else``'s (the block gets False)."""
+    turns = _TURNS[engine.sync_engine]
+    try:
+        await asyncio.wait_for(turns.acquire(), get_settings().database_pool_timeout)
+    except TimeoutError:
+        if or_else is None:
+            raise exc.TimeoutError("no pooled connection became free in time") from None
+        async with turn(or_else):
+            yield False
+            return
+    try:
+        yield True
+    finally:
+        turns.release()

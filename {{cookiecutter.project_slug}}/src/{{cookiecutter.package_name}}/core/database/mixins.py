@@ -1,7 +1,5 @@
 """Reusable columns for models."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -13,27 +11,21 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .base import UTCDateTime
 
+_now = partial(datetime.now, UTC)
+
 
 class utcnow(FunctionElement[datetime]):
     """The current UTC time, by the database: statement_timestamp() on PostgreSQL (not the
-    transaction's start), milliseconds on SQLite.
-    https://docs.sqlalchemy.org/en/21/core/compiler.html#utc-timestamp-function"""
+    transaction's start), milliseconds on SQLite (SQLAlchemy's compiler extension)."""
 
     type = UTCDateTime()
     inherit_cache = True
 
 
-@compiles(utcnow, "postgresql")
-def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "statement_timestamp()"
-
-
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(STRFTIME('%Y-%m-%d %H:%M:%f', 'now'))"
-
-
-_now = partial(datetime.now, UTC)
+@compiles(utcnow)
+def _utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    sqlite = compiler.dialect.name == "sqlite"
+    return "(STRFTIME('%Y-%m-%d %H:%M:%f', 'now'))" if sqlite else "statement_timestamp()"
 
 
 class TimestampMixin:

@@ -1,11 +1,9 @@
 """Reads from PostgreSQL streaming replicas (DATABASE_READ_URL), with a lag guard and failover.
 
-Each worker checks its servers in the background about once a second: the primary's WAL
-position, and how far each replica replayed. A replica lags by the time since the primary
-first wrote WAL it has not replayed (an idle primary never makes it look late). Reads take
-the replicas that are up and within DATABASE_READ_MAX_LAG in turn; one that fails a read or
-a check is out at once (the read is retried on the primary) until its next good check.
-"""
+Each worker checks its servers about once a second: a replica lags by the time since the
+primary first wrote WAL it has not replayed. Reads take the replicas that are up and within
+DATABASE_READ_MAX_LAG in turn; one that fails a read (retried on the primary) or a check is
+out until its next good check."""
 
 from __future__ import annotations
 
@@ -25,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState
 
 from ..config import Settings, get_settings
-from .engine import engine_from_settings, read_bind, unavailable_cause
+from ..unavailable import unavailable_cause
+from .engine import engine_from_settings, read_bind
 
 logger = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two checks of every server
@@ -115,24 +114,25 @@ def read_router(settings: Settings, primary: AsyncEngine) -> ReadRouter | None:
     """The router of DATABASE_READ_URL's replicas, one pool each; None without replicas."""
     if settings.database_read_url is not None and not settings.read_urls:
         logger.warning("DATABASE_READ_URL is ignored: DATABASE_URL is not PostgreSQL")
-    replicas = [
-        Replica(f"{u.host}:{u.port or 5432}/{u.database}", engine_from_settings(settings, url=u))
-        for u in settings.read_urls
-    ]
+    limit = settings.database_read_statement_timeout  # then the read goes to the primary
+    engines = {u: engine_from_settings(settings, url=u, limit=limit) for u in settings.read_urls}
+    replicas = [Replica(f"{u.host}:{u.port or 5432}/{u.database}", e) for u, e in engines.items()]
     return ReadRouter(primary, replicas, settings.database_read_max_lag) if replicas else None
 
 
 def retry_on_primary(state: ORMExecuteState) -> Result[Any]:
-    """A read on its replica; if it cannot serve, it is down and the session reads the primary."""
+    """A read on its replica, unless it is down; if it cannot serve, it is, and the primary does."""
+    router, replica, primary = state.session.info["replica"]
     try:
-        return state.invoke_statement()
+        if replica.state == "up":
+            return state.invoke_statement()
     except SQLAlchemyError as error:  # a connection or pool failure, or a bug
         if unavailable_cause(error) is None:
             raise
-        router, replica, primary = state.session.info.pop("replica")
         router.set_state(replica, "down", f"a read failed: {type(error).__name__}")
-        state.session.bind = read_bind(primary, get_settings()).sync_engine
-        return state.invoke_statement()
+    del state.session.info["replica"]
+    state.session.bind = read_bind(primary, get_settings()).sync_engine
+    return state.invoke_statement()
 
 
 @asynccontextmanager

@@ -1,8 +1,6 @@
 """The service's database, built once per process, and its sessions (writes and reads)."""
 
-from __future__ import annotations
-
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -15,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from ..config import get_settings
-from .engine import engine_from_settings, read_bind
+from .engine import engine_from_settings, read_bind, turn
 from .replicas import ReadRouter, read_router, retry_on_primary
 from .sqlite import WriteTurns
 
@@ -24,8 +22,9 @@ from .sqlite import WriteTurns
 class Database:
     """All that is built from the settings; dispose_engine() forgets all of it."""
 
-    engine: AsyncEngine
+    engine: AsyncEngine  # the primary's, for requests: statements have a time limit
     sessions: async_sessionmaker[AsyncSession]
+    jobs: async_sessionmaker[AsyncSession]  # session_scope()'s: no time limit
     reads: async_sessionmaker[AsyncSession]  # read-only, on the primary
     router: ReadRouter | None  # None: every read goes to the primary
     replica_reads: dict[str, async_sessionmaker[AsyncSession]]  # by replica name
@@ -37,13 +36,15 @@ class Database:
 def get_database() -> Database:
     """The service's database, built on first use (no connection yet)."""
     settings = get_settings()
-    engine = engine_from_settings(settings)
+    engine = engine_from_settings(settings, limit=settings.database_statement_timeout)
     sqlite = engine.dialect.name == "sqlite"  # in memory too: one shared connection
     router = read_router(settings, engine)
     replicas = router.replicas if router else []
+    jobs = engine if sqlite else engine_from_settings(settings)  # no time limit
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),
+        async_sessionmaker(jobs, expire_on_commit=False),
         read_only_sessionmaker(read_bind(engine, settings)),
         router,
         {r.name: read_only_sessionmaker(read_bind(r.engine, settings)) for r in replicas},
@@ -52,7 +53,7 @@ def get_database() -> Database:
 
 
 def get_engine() -> AsyncEngine:
-    """The service's engine (the primary's)."""
+    """The service's engine (the primary's, for requests)."""
     return get_database().engine
 
 
@@ -61,20 +62,20 @@ async def dispose_engine() -> None:
     if get_database.cache_info().currsize:
         database = get_database()
         get_database.cache_clear()
-        for replica in database.router.replicas if database.router else []:
-            await replica.engine.dispose()
-        await database.engine.dispose()
+        replicas = database.router.replicas if database.router else []
+        for engine in {database.engine, database.jobs.kw["bind"], *(r.engine for r in replicas)}:
+            await engine.dispose()
 
 
 @asynccontextmanager
 async def session_scope(
     factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> AsyncIterator[AsyncSession]:
-    """A session (the service's, unless ``factory`` is given), committed if the block
-    succeeds, rolled back if it raises; on a SQLite file, with the write lock held."""
-    database = get_database() if factory is None else None
-    turns = database.write_turns if database else None
-    async with (factory or get_database().sessions)() as session:
+    """A session (for work outside requests: no time limit, unless ``factory`` is given),
+    committed if the block succeeds, rolled back if it raises; SQLite's write lock held."""
+    database = get_database()
+    turns = database.write_turns if factory in (None, database.sessions) else None  # not a test's
+    async with (factory or database.jobs)() as session:
         async with turns.turn(session) if turns else nullcontext():
             try:
                 yield session
@@ -82,13 +83,13 @@ async def session_scope(
                 await session.rollback()
                 raise
             await session.commit()
-        if database and database.storage_full:
+        if database.storage_full:
             database.storage_full = False  # a write went through: there is space again
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, committed when the handler returns."""
-    async with session_scope() as session:
+    async with turn(get_engine()), session_scope(get_database().sessions) as session:
         yield session
 
 
@@ -99,11 +100,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 class ReadOnlySession(Session):
     """A session that refuses ORM writes: flushes and ORM INSERT/UPDATE/DELETE statements."""
 
-
-@event.listens_for(ReadOnlySession, "before_flush")
-def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
-    if session.new or session.dirty or session.deleted:
-        raise InvalidRequestError("this session is read-only; use SessionDep to write")
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise InvalidRequestError("this session is read-only; use SessionDep to write")
 
 
 @event.listens_for(ReadOnlySession, "do_orm_execute")
@@ -124,11 +123,13 @@ def read_only_sessionmaker(bind: AsyncEngine | AsyncConnection) -> async_session
 async def get_read_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: a read-only session, on a replica when one is up (replicas.py)."""
     database = get_database()
-    replica = database.router.pick() if database.router else None
-    async with (database.replica_reads[replica.name] if replica else database.reads)() as session:
-        if replica:
-            session.info["replica"] = (database.router, replica, database.engine)
-        yield session
+    replica, primary = database.router.pick() if database.router else None, database.engine
+    async with turn(replica.engine, or_else=primary) if replica else turn(primary) as own_turn:
+        factory = database.replica_reads[replica.name] if replica and own_turn else database.reads
+        async with factory() as session:
+            if replica and own_turn:  # not the primary's, which it took when the replica's was long
+                session.info["replica"] = (database.router, replica, database.engine)
+            yield session
 
 
 # scope="function" gives the connection back before the response is sent.

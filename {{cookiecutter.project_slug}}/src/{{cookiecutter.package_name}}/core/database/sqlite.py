@@ -1,7 +1,5 @@
 """SQLite through aiosqlite, made transactional, and shared by many writers."""
 
-from __future__ import annotations
-
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
@@ -18,22 +16,18 @@ SHARE_AFTER = 0.1  # seconds of this process's writers back to back before other
 
 
 def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory: bool) -> None:
-    """Real transactions (BEGIN here: the driver's skips SELECTs, so SAVEPOINTs leak and failed
-    migrations stay; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout.
-    ``migrating`` (Alembic): foreign keys off for batch mode, and SQLite itself waits out the
-    busy timeout, where the service's writers take turns (WriteTurns).
-    https://docs.sqlalchemy.org/en/21/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl"""
-    busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)
+    """Real transactions (BEGIN here, as SQLAlchemy's SQLite docs advise: the driver's skips
+    SELECTs; IMMEDIATE takes the write lock first), foreign keys, WAL, busy timeout."""
+
+    busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)  # see WriteTurns
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA foreign_keys = {'OFF' if migrating else 'ON'}")
-        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+        pragmas = [f"foreign_keys = {'OFF' if migrating else 'ON'}", f"busy_timeout = {busy_ms}"]
+        for pragma in pragmas + ([] if memory else ["journal_mode = WAL", "synchronous = NORMAL"]):
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -44,9 +38,9 @@ def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory:
 
 
 class WriteTurns:
-    """A process's writers take turns on a SQLite file, first come, first served (SQLite's
-    busy handler backs off up to 100 ms a try); only the one whose turn it is meets other
-    processes' writers."""
+    """The writers of a process take turns on a SQLite file, first come, first served (in
+    SQLite's busy handler, backing off up to 100 ms a try, many waited far longer than the
+    lock was held); only the one whose turn it is meets other processes' writers."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
