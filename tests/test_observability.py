@@ -458,10 +458,14 @@ def test_prometheus_sees_the_pool_saturate_and_latency_rise_under_load(
         deadline = time.monotonic() + 60
         full = f'max_over_time(db_pool_connections_in_use{{database="primary"}}[1m]) >= {POOL_SIZE}'
         while query(prometheus, full) is None or query(prometheus, "db_pool_waiting > 0") is None:
-            assert time.monotonic() < deadline, "Prometheus never saw the pool full"
             started = time.monotonic()
-            httpx.get(metrics, timeout=5).raise_for_status()
+            scraped = httpx.get(metrics, timeout=5)
             scrapes.append(time.monotonic() - started)
+            scraped.raise_for_status()
+            database_lines = [line for line in scraped.text.splitlines() if "db_pool" in line]
+            assert time.monotonic() < deadline, (
+                f"Prometheus never saw the pool full: {database_lines}"
+            )
             time.sleep(0.1)
     finally:
         done.set()

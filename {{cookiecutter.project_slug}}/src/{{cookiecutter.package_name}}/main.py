@@ -21,7 +21,7 @@ from .core.database.replicas import watching_replicas
 from .core.database.session import get_database
 from .core.errors import ANSWERS, EXCEPTION_HANDLERS, UnexpectedErrors, document_body_answers
 from .core.logs import configure_logging, is_valid_request_id
-from .core.metrics import RequestMetrics, start_metrics
+from .core.metrics import RequestMetrics, measure_sessions, start_metrics
 from .core.telemetry import start_tracing, trace_statements, untraced
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
@@ -87,6 +87,7 @@ def create_app() -> FastAPI:
     app.add_middleware(UnexpectedErrors)
     if settings.metrics_port is not None:  # around UnexpectedErrors: its 500s count too
         app.add_middleware(RequestMetrics)
+        measure_sessions(app)
     # Added last, so it runs first: every answer, CORS preflights included, has a request id
     # (the client's X-Request-ID when it sent a usable one) and so has every log line.
     app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+from fastapi import FastAPI
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .database.session import Database, get_database
+from .database.session import Database, get_database, get_read_session, get_session
 from .unavailable import Cause
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ REQUEST_DURATION = Histogram(
 )
 CONNECTION_WAIT = Histogram(
     "db_pool_wait_seconds",
-    "Time a session waited for a pooled connection (and, on SQLite, for BEGIN IMMEDIATE)",
+    "Time a request waited for its database session: its turn at the pool's connections"
+    " (on SQLite, writes: the write lock too)",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-WAITING = Gauge("db_pool_waiting", "Sessions waiting for a pooled connection now")
+WAITING = Gauge("db_pool_waiting", "Requests waiting for their turn at the pool's connections now")
 UNAVAILABLE = Counter(
     "db_unavailable_responses",
     "Answers 503 (or 507) because the database could not serve, by cause",
@@ -131,32 +132,39 @@ def sqlite_writers(database: Database) -> Iterable[GaugeMetricFamily]:
         yield family
 
 
-def _waiting_starts(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the session's own transaction, not a savepoint
-        session.info["waiting_since"] = time.perf_counter()
+def waited_for(
+    dependency: Callable[[], AsyncIterator[AsyncSession]],
+) -> Callable[[], AsyncIterator[AsyncSession]]:
+    """``dependency`` (a session for a request), counted while it waits for its turn at the
+    pool's connections, and timed until it has its session."""
+    session_of = asynccontextmanager(dependency)
+
+    async def timed() -> AsyncIterator[AsyncSession]:
+        started, served = time.perf_counter(), False
         WAITING.inc()
+        try:
+            async with session_of() as session:
+                WAITING.dec()
+                served = True
+                CONNECTION_WAIT.observe(time.perf_counter() - started)
+                yield session
+        finally:
+            if not served:  # no turn came (pool timeout), or the database is unavailable
+                WAITING.dec()
 
-
-def _waiting_ends(session: Session, *_args: Any) -> None:
-    started = session.info.pop("waiting_since", None)
-    if started is not None:
-        WAITING.dec()
-        CONNECTION_WAIT.observe(time.perf_counter() - started)
-
-
-def _waiting_gives_up(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None and session.info.pop("waiting_since", None) is not None:
-        WAITING.dec()  # no connection came (pool timeout, database unreachable)
+    return timed
 
 
 @cache
 def measure_database() -> None:
-    """Collect the database's metrics, and time each session's wait for its connection."""
+    """Collect the database's metrics (once a process)."""
     REGISTRY.register(DatabaseCollector())
-    # A session begins (asks for its connection), then has it: the wait lies in between.
-    event.listen(Session, "after_transaction_create", _waiting_starts)
-    event.listen(Session, "after_begin", _waiting_ends)
-    event.listen(Session, "after_transaction_end", _waiting_gives_up)
+
+
+def measure_sessions(app: FastAPI) -> None:
+    """Count and time the requests' waits for their database sessions."""
+    for dependency in (get_session, get_read_session):
+        app.dependency_overrides[dependency] = waited_for(dependency)
 
 
 def start_metrics(port: int) -> WSGIServer | None:
