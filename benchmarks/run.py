@@ -5,12 +5,12 @@
     .venv/bin/python benchmarks/run.py --only B2  # some of them; prints, writes nothing
 
 Bakes the template (default options, PostgreSQL), migrates a fresh PostgreSQL database and runs
-B1-B6 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
+B1-B9 of the README: test-harness cost, HTTP read path, event loop under slow queries, start-up,
 streaming appends, and reads from a streaming replica. Every number comes with the baseline it
 is compared to, measured in the same run: the machines are shared and noisy, so ratios mean more
 than absolute times. Needs wrk (apt-get install wrk) and the PostgreSQL server of
 TEMPLATE_POSTGRES_URL; B6 starts a primary and a replica of its own from PostgreSQL's server
-binaries (tests/helpers.py ``PrimaryWithReplica``).
+binaries (tests/helpers.py ``PrimaryWithReplica``). B9 prices traces and metrics.
 """
 
 from __future__ import annotations
@@ -390,9 +390,11 @@ def uvicorn(
     app_dir: str = ".",
     workers: int = 1,
     options: tuple[str, ...] = (),
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
     """uvicorn serving ``app`` (one worker unless told, with ``options`` such as its loop);
-    yields its base URL once it answers."""
+    yields its base URL once it answers. ``pids`` gets the process id (with one worker,
+    the process that serves)."""
     port = free_port()
     log = WORK / f"uvicorn-{port}.log"
     with log.open("wb") as output:
@@ -419,6 +421,8 @@ def uvicorn(
             stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"
+        if pids is not None:
+            pids.append(server.pid)
         try:
             wait_until_up(base, server, log)
             yield base
@@ -1152,6 +1156,98 @@ def bench_replica(project: Project, report: Report, repeats: int, seconds: float
     )
 
 
+# --- B8: the cost of seeing inside ---------------------------------------------------------
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes every export and answers 200 at once; its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Sink)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_observability(project: Project, report: Report, repeats: int, seconds: float) -> None:
+    """B2's read and B5's append (1 worker, PostgreSQL) with nothing on (the default), with
+    traces exported over OTLP/HTTP (default sampler: every request), and with metrics: the
+    rates, and the service's CPU time per request (steadier on a shared machine)."""
+    with otlp_sink() as sink:
+        settings = {
+            "off (default)": {},
+            "traces on (OTLP/HTTP, default sampler)": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink},
+            "metrics on (METRICS_PORT)": {"METRICS_PORT": str(free_port())},
+        }
+        # Per case and run: reads/s, appends/s, CPU us per read, CPU us per append.
+        results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in settings}
+        for _ in range(repeats):
+            for name, extra in settings.items():
+                env = service_env(project, project.pg_url, **extra)
+                pids: list[int] = []
+                with uvicorn(HERE, "bench_app:app", env, pids=pids) as base:
+                    room = seed_room(base)
+                    body = {"room_id": room, "title": "b8", "language": "en"}
+                    transcript = httpx.post(base + "/transcripts", json=body).json()["id"]
+                    wrk(f"{base}/rooms/{room}", 1)  # warm up
+                    started = cpu_seconds(pids[0])
+                    read, bad, _, reads = wrk_latency(f"{base}/rooms/{room}", seconds)
+                    between = cpu_seconds(pids[0])
+                    append, bad_appends, _, appends = wrk_latency(
+                        base,
+                        seconds,
+                        connections=10,
+                        script=HERE / "append.lua",
+                        env={**os.environ, "BATCH": "1", "TRANSCRIPTS": str(transcript)},
+                    )
+                    ended = cpu_seconds(pids[0])
+                    if bad or bad_appends:
+                        raise SystemExit(f"B9 {name}: {bad + bad_appends} failed requests")
+                    results[name].append(
+                        (
+                            read,
+                            append,
+                            (between - started) / reads * 1e6,
+                            (ended - between) / appends * 1e6,
+                        )
+                    )
+    off = [median([r[i] for r in results["off (default)"]]) for i in range(4)]
+    for name, runs in results.items():
+        read, append, cpu_read, cpu_append = (median([r[i] for r in runs]) for i in range(4))
+        report.add(
+            Row(
+                "B9",
+                f"observability {name}, 1 worker, PostgreSQL: GET /rooms/{{id}} (50 connections)"
+                " / append 1 segment (10 connections); rate, and the service's CPU per request",
+                f"{read:,.0f} / {append:,.0f} req/s; {cpu_read:,.0f} / {cpu_append:,.0f} us CPU",
+                f"{off[0]:,.0f} / {off[1]:,.0f} req/s; {off[2]:,.0f} / {off[3]:,.0f} us CPU (off)",
+                f"{read / off[0]:.2f}x / {append / off[1]:.2f}x; CPU {cpu_read / off[2]:.2f}x"
+                f" / {cpu_append / off[3]:.2f}x",
+            )
+        )
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1205,7 +1301,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
+        choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"],
         help="run these benchmarks only; the table is printed, RESULTS.md is left alone",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -1238,6 +1334,7 @@ def main() -> int:
             lambda p, r: bench_sqlite_soak(p, r, 3 if options.quick else 60, options.quick),
         ),
         "B8": ("connection waits", lambda p, r: bench_pool_waits(p, r, repeats, seconds)),
+        "B9": ("observability", lambda p, r: bench_observability(p, r, repeats, seconds)),
     }
     WORK.mkdir(exist_ok=True)
     report = Report()

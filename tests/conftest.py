@@ -18,10 +18,13 @@ from sqlalchemy.engine import make_url
 from tests.helpers import (
     DEFAULT_POSTGRES_URL,
     HOST_PYTHON,
+    POSTGRES_BIN,
     REPO_ROOT,
     HostCookies,
     PgBouncer,
     PostgresServer,
+    PrimaryWithReplica,
+    ReplicationError,
     clean_env,
     find_pgbouncer,
     run,
@@ -82,6 +85,22 @@ def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     finally:
         bouncer.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[PrimaryWithReplica]:
+    """A primary and its streaming replica for a module; skipped without the binaries."""
+    if not (POSTGRES_BIN / "pg_basebackup").exists() or shutil.which("runuser") is None:
+        skip_or_fail(f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}")
+    pair = PrimaryWithReplica()
+    try:
+        pair.start()
+    except ReplicationError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield pair
+    finally:
+        pair.stop()
 
 
 @pytest.fixture(scope="module")

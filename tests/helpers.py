@@ -482,3 +482,21 @@ class PrimaryWithReplica:
                 await connection.close()
 
         return asyncio.run(fetch())
+
+
+def replicated_bake(
+    cookies: HostCookies, servers: PrimaryWithReplica, url: str
+) -> tuple[Path, str]:
+    """A PostgreSQL bake and its package name, migrated at ``url``: the database "service"
+    made on ``servers``' primary (its replica replays the schema)."""
+    result = cookies.bake(extra_context={"database": "postgresql"})
+    assert result.exit_code == 0, result.exception
+    path = Path(result.project_path)
+    (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]
+    servers.fetchval("primary", "CREATE DATABASE service")
+    run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=path,
+        env=clean_env(DATABASE_URL=url),
+    )
+    return path, package

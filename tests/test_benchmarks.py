@@ -55,11 +55,12 @@ def test_a_quick_benchmark_run_reports_every_bench(
     output = tmp_path / "results.md"
     run_benchmarks(postgres, tmp_path / "work", "--quick", "--output", str(output), timeout=900)
     text = output.read_text()
-    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"):
+    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"):
         assert f"| {bench} |" in text
     assert "raw asyncpg pool" in text
     assert "contrast: blocking driver call" in text
     assert "(primary only)" in text  # B6's baseline
+    assert "us CPU (off)" in text  # B9's baseline
     assert "- machine:" in text
 
 

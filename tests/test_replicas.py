@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,14 +30,12 @@ import httpx
 import pytest
 
 from tests.helpers import (
-    POSTGRES_BIN,
     HostCookies,
     PrimaryWithReplica,
-    ReplicationError,
     clean_env,
     free_port,
+    replicated_bake,
     run,
-    skip_or_fail,
     wait_for_port,
 )
 
@@ -69,22 +66,6 @@ async def app(scope, receive, send):
 """
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[PrimaryWithReplica]:
-    """A primary and its streaming replica for this module; skipped without the binaries."""
-    if not (POSTGRES_BIN / "pg_basebackup").exists() or shutil.which("runuser") is None:
-        skip_or_fail(f"PostgreSQL's server binaries (and runuser) are needed: {POSTGRES_BIN}")
-    pair = PrimaryWithReplica()
-    try:
-        pair.start()
-    except ReplicationError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield pair
-    finally:
-        pair.stop()
-
-
 @dataclass
 class Bake:
     path: Path
@@ -97,16 +78,7 @@ def bake(
     host_cookies: HostCookies, servers: PrimaryWithReplica, tmp_path_factory: pytest.TempPathFactory
 ) -> Bake:
     """A PostgreSQL bake, migrated on the primary (the replica replays the schema)."""
-    result = host_cookies.bake(extra_context={"database": "postgresql"})
-    assert result.exit_code == 0, result.exception
-    path = Path(result.project_path)
-    (package,) = [child.name for child in (path / "src").iterdir() if child.is_dir()]
-    servers.fetchval("primary", "CREATE DATABASE service")
-    run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=path,
-        env=clean_env(DATABASE_URL=servers.url("primary", "service")),
-    )
+    path, package = replicated_bake(host_cookies, servers, servers.url("primary", "service"))
     wrapper = tmp_path_factory.mktemp("wrapper")
     (wrapper / "replica_wrapper.py").write_text(WORKER_WRAPPER.format(package=package))
     return Bake(path, package, wrapper)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal
 
 import sqlalchemy.exc
@@ -14,12 +15,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from .core.config import settings_or_exit
+from .core.config import get_settings, settings_or_exit
 from .core.database import dispose_engine
 from .core.database.replicas import watching_replicas
 from .core.database.session import get_database
-from .core.errors import ANSWERS, EXCEPTION_HANDLERS, document_body_answers
+from .core.errors import ANSWERS, EXCEPTION_HANDLERS, UnexpectedErrors, document_body_answers
 from .core.logs import configure_logging, is_valid_request_id
+from .core.metrics import RequestMetrics, measure_sessions, start_metrics
+from .core.telemetry import start_tracing, trace_statements, untraced
 {% if cookiecutter.example_domain == "meetings" %}
 from .meetings.router import add_meetings_api
 {% endif %}
@@ -46,9 +49,18 @@ class Probe(BaseModel):
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Start without waiting for the database (it may come up later); check the read
-    replicas in the background, if any; close the pools on exit."""
-    async with watching_replicas(get_database().router):
+    replicas in the background, if any; trace and measure, if asked; close the pools on exit."""
+    settings, database = get_settings(), get_database()
+    replicas = database.router.replicas if database.router is not None else []
+    trace_statements([database.engine, *(replica.engine for replica in replicas)])
+    metrics = start_metrics(settings.metrics_port) if settings.metrics_port else None
+    async with AsyncExitStack() as watching:
+        with untraced():  # for the task that checks the replicas, which starts here
+            await watching.enter_async_context(watching_replicas(database.router))
         yield
+    if metrics is not None:
+        await asyncio.to_thread(metrics.shutdown)  # waits for its thread's loop to stop
+        metrics.server_close()
     await dispose_engine()
 
 
@@ -71,6 +83,11 @@ def create_app() -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    # Bugs: logged and recorded once, answered with a plain 500 that carries the request id.
+    app.add_middleware(UnexpectedErrors)
+    if settings.metrics_port is not None:  # around UnexpectedErrors: its 500s count too
+        app.add_middleware(RequestMetrics)
+        measure_sessions(app)
     # Added last, so it runs first: every answer, CORS preflights included, has a request id
     # (the client's X-Request-ID when it sent a usable one) and so has every log line.
     app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
@@ -109,6 +126,7 @@ def create_app() -> FastAPI:
     add_meetings_api(app)
 {% endif %}
     document_body_answers(app, settings.max_request_body_bytes)
+    start_tracing(app)
     return app
 
 

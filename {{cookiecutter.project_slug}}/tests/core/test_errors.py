@@ -116,14 +116,23 @@ def app_raising(error: Exception) -> FastAPI:
     return application
 
 
-async def test_a_database_bug_is_a_500_with_its_traceback_logged(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    "error",
+    [dbapi_error("42P01"), KeyError("internal detail")],
+    ids=["database", "other"],
+)
+async def test_a_bug_is_a_plain_500_with_the_request_id_and_its_traceback_logged_once(
+    caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
-    async with serve(app_raising(dbapi_error("42P01"))) as client:
-        response = await client.get("/fail")
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
-    (record,) = [r for r in caplog.records if r.message == "unhandled database error"]
+    async with serve(app_raising(error)) as client:
+        response = await client.get("/fail", headers={"X-Request-ID": "bug-1"})
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error (request id bug-1)"
+    assert response.headers["x-request-id"] == "bug-1"
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == f"unhandled error: {type(error).__name__}"
     assert record.exc_info is not None
+    assert record.exc_info[1] is error
 
 
 @pytest.mark.parametrize(
@@ -136,7 +145,8 @@ async def test_built_in_errors_from_elsewhere_are_not_a_database_outage(error: E
     # own, never "database unavailable".
     async with serve(app_raising(error)) as client:
         response = await client.get("/fail")
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert response.status_code == 500
+    assert response.text.startswith("Internal Server Error (request id ")
 
 
 def app_with_data_routes() -> FastAPI:

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # line) for a log pipeline.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+    # Prometheus metrics (core/metrics.py) on this port, beside the API's; unset: none. With
+    # several workers, each takes the next free port from here on.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Browser origins allowed to call the API, comma-separated (e.g.
     # "https://app.example.com,http://localhost:5173"). Empty: no CORS headers at all.
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -1,22 +1,27 @@
-"""How the service answers errors that no route handles: bad input, and a database that
-cannot serve (503, or 507 when its storage is full)."""
+"""How the service answers errors that no route handles: bad input, a database that cannot
+serve (503, or 507 when its storage is full), and bugs (500)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import sqlalchemy.exc
+from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from opentelemetry import trace
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .database.session import get_database
+from .metrics import count_unavailable
 from .unavailable import Cause, unavailable_cause
 
 logger = logging.getLogger(__name__)
@@ -106,11 +111,11 @@ async def method_not_allowed(request: Request, _error: Exception) -> Response:
 async def database_error(request: Request, error: Exception) -> Response:
     """Answer 503 (retry later) when the database cannot serve: pool exhausted, lock held,
     unreachable (a write: may have been stored); 507 when its storage is full. Any other
-    database error is a bug: a 500, logged with its traceback."""
+    database error is a bug: raised on, to be reported as one (UnexpectedErrors)."""
     cause = unavailable_cause(error)
     if cause is None:
-        logger.error("unhandled database error", exc_info=error)
-        return PlainTextResponse("Internal Server Error", status_code=500)
+        raise error
+    count_unavailable(cause)
     detail, condition = ANSWERS[cause]
     lost = isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
     if lost and request.method not in SAFE_METHODS:
@@ -126,6 +131,53 @@ async def database_error(request: Request, error: Exception) -> Response:
     return JSONResponse(
         {"detail": detail}, status_code=status_code, headers={"Retry-After": retry_after}
     )
+
+
+class UnexpectedErrors:
+    """ASGI middleware: a bug, an exception no handler answered, is logged once with its
+    traceback (and the request id, trace and span ids), recorded on the request's span, and
+    answered with a plain 500 that gives the request id and nothing else.
+
+    Starlette's own last resort answers outside the request id middleware (no X-Request-ID),
+    and re-raises, so that uvicorn logs the error a second time, outside the request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as error:
+            report_bug(error)
+            if not started:  # otherwise the client sees the answer cut short
+                request_id = correlation_id.get() or "-"
+                body = f"Internal Server Error (request id {request_id})"
+                await PlainTextResponse(body, status_code=500)(scope, receive, send)
+
+
+def report_bug(error: Exception) -> None:
+    """Log ``error`` with its traceback, and record it on the current span (if tracing).
+
+    The span gets the exception's type and stack but not its message: a database error's
+    message holds the statement and may hold the values bound to it.
+    """
+    logger.error("unhandled error: %s", type(error).__name__, exc_info=error)
+    span = trace.get_current_span()
+    if span.is_recording():
+        stack = "".join(traceback.format_tb(error.__traceback__)) + type(error).__qualname__
+        message = {"exception.message": type(error).__name__, "exception.stacktrace": stack}
+        span.record_exception(error, attributes=message, escaped=True)
+        span.set_status(trace.StatusCode.ERROR, type(error).__name__)
 
 
 # The handlers that create_app() installs, in the form FastAPI(exception_handlers=...) takes.

@@ -56,11 +56,14 @@ def configure_logging(level: str, log_format: LogFormat, *, sql: bool = False) -
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn gives its loggers handlers and levels of their own: hand both to the root.
+    # uvicorn gives its loggers handlers and levels of their own: hand both to the root, so
+    # that LOG_LEVEL decides. Except where uvicorn turned its access log off
+    # (--no-access-log: no handler, no propagation): it stays off.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        turned_off = name == "uvicorn.access" and not logger.handlers and not logger.propagate
         logger.handlers.clear()
         logger.setLevel(logging.NOTSET)
-        logger.propagate = True
+        logger.propagate = not turned_off
     # SQLAlchemy's echo=True would add a handler of its own, in its own format.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if sql else logging.WARNING)
