@@ -128,7 +128,7 @@ def sqlite_writers(database: Database) -> Iterable[GaugeMetricFamily]:
             "db_sqlite_writers_waiting", "Writers of this process waiting for SQLite's write lock"
         )
         # WriteTurns counts them for itself (database/sqlite.py).
-        family.add_metric([], database.write_turns._waiting)
+        family.add_metric([], database.write_turns.waiting)
         yield family
 
 

@@ -44,7 +44,7 @@ class WriteTurns:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = asyncio.Lock()
-        self._waiting = 0  # writers of this process waiting for their turn
+        self.waiting = 0  # writers of this process waiting for their turn
         self._busy_since: float | None = None  # since they have had the lock back to back
         self._others_seen = -SHARED_FOR  # when another process last held the lock
 
@@ -52,7 +52,7 @@ class WriteTurns:
     async def turn(self, session: AsyncSession) -> AsyncIterator[None]:
         """This process's turn, then the write lock (BEGIN IMMEDIATE), within the timeout."""
         loop = asyncio.get_running_loop()
-        deadline, self._waiting = loop.time() + self.timeout, self._waiting + 1
+        deadline, self.waiting = loop.time() + self.timeout, self.waiting + 1
         try:
             async with asyncio.timeout_at(deadline):
                 await self._lock.acquire()
@@ -61,7 +61,7 @@ class WriteTurns:
             locked.sqlite_errorname = "SQLITE_BUSY"
             raise OperationalError("BEGIN IMMEDIATE", None, locked) from None
         finally:
-            self._waiting -= 1
+            self.waiting -= 1
         try:
             if self._busy_since is None:
                 self._busy_since = loop.time()
@@ -81,5 +81,5 @@ class WriteTurns:
                     await session.rollback()  # gives the connection back meanwhile
             yield
         finally:
-            self._busy_since = self._busy_since if self._waiting else None
+            self._busy_since = self._busy_since if self.waiting else None
             self._lock.release()
