@@ -149,6 +149,25 @@ async def test_built_in_errors_from_elsewhere_are_not_a_database_outage(error: E
     assert response.text.startswith("Internal Server Error (request id ")
 
 
+@pytest.mark.parametrize(("method", "in_doubt"), [("GET", False), ("POST", True)])
+async def test_a_connection_lost_during_a_write_is_answered_as_maybe_stored(
+    method: str, in_doubt: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    application = create_app()
+    lost = dbapi_error("08006", invalidated=True)  # connection failure, e.g. during COMMIT
+
+    @application.api_route("/work", methods=["GET", "POST"])
+    async def work() -> None:
+        raise lost
+
+    async with serve(application) as client:
+        response = await client.request(method, "/work")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert ("may have been stored" in response.json()["detail"]) is in_doubt
+    assert ("whether it was committed is unknown" in caplog.text) is in_doubt
+
+
 def app_with_data_routes() -> FastAPI:
     application = create_app()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import httpx
@@ -9,7 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from {{ cookiecutter.package_name }}.core.database import ReadSessionDep
-from {{ cookiecutter.package_name }}.core.metrics import count_unavailable
+from {{ cookiecutter.package_name }}.core.metrics import (
+    PORTS_TO_TRY,
+    count_unavailable,
+    start_metrics,
+)
 from {{ cookiecutter.package_name }}.main import create_app
 
 from tests.harness import free_port, serve
@@ -71,3 +76,21 @@ async def test_metrics_are_served_on_their_own_port_the_next_free_one_if_taken(
     with pytest.raises(httpx.TransportError):
         async with httpx.AsyncClient(timeout=2) as scraper:
             await scraper.get(metrics)
+
+
+def test_metrics_are_not_served_when_every_port_is_taken(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        taken: list[int] = []
+        while len(taken) < PORTS_TO_TRY:  # a run of ports, all taken (as by other workers)
+            candidate = stack.enter_context(socket.socket())
+            port = free_port() if not taken else taken[-1] + 1
+            try:
+                candidate.bind(("127.0.0.1", port))
+            except OSError:
+                taken.clear()
+                continue
+            taken.append(port)
+        assert start_metrics(taken[0]) is None
+    assert "metrics not served: ports" in caplog.text

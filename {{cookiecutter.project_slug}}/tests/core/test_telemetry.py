@@ -15,7 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from {{ cookiecutter.package_name }}.core.telemetry import TraceIds, start_tracing, tracing_requested
+from {{ cookiecutter.package_name }}.core.telemetry import (
+    TraceIds,
+    start_tracing,
+    tracing_requested,
+)
 from {{ cookiecutter.package_name }}.main import create_app
 
 from tests.harness import serve

@@ -103,3 +103,10 @@ async def test_writing_a_naive_datetime_fails_without_storing_anything(
     session.add(Note(title="naive", created_at=datetime(2030, 1, 1)))
     with pytest.raises(StatementError, match="naive datetime"):
         await session.flush()
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgresql"])
+def test_a_missing_timestamp_stays_missing_both_ways(name: str) -> None:
+    column_type = UTCDateTime()
+    assert column_type.process_bind_param(None, dialect(name)) is None
+    assert column_type.process_result_value(None, dialect(name)) is None

@@ -212,6 +212,33 @@ async def test_writers_of_two_processes_share_one_file_without_a_locked_database
     assert len({title for title in titles if title.split()[0] in ("here", "there")}) == 100
 
 
+async def test_a_writer_waits_no_longer_than_the_busy_timeout_for_its_processs_turn(
+    shared_sqlite_file: str, environ: pytest.MonkeyPatch
+) -> None:
+    environ.setenv("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "300")
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_turn() -> None:  # a writer of this process that takes its time
+        async with session_scope() as db:
+            db.add(Note(title="slow"))
+            await db.flush()
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_turn())
+    await asyncio.wait_for(holding.wait(), timeout=30)
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="database is locked") as raised:
+        async with session_scope() as db:
+            db.add(Note(title="never"))
+    waited = time.monotonic() - started
+    release.set()
+    await holder
+    assert unavailable_cause(raised.value) == "locked"
+    assert 0.3 <= waited < 3  # the busy timeout, not forever
+    assert await stored_titles() == {"slow"}
+
+
 async def test_a_writer_waits_no_longer_than_the_busy_timeout_for_a_lock_held_longer(
     shared_sqlite_file: str, environ: pytest.MonkeyPatch
 ) -> None:
