@@ -86,12 +86,13 @@ async def once(
     if key is None:
         return await create()
     body = json.dumps(await request.json(), sort_keys=True)
-    request_hash = hashlib.sha256(f"{request.method} {request.url.path} {body}".encode())
-    stored = await service.stored_answer(db, key, request_hash.hexdigest())
+    fingerprint = f"{request.method} {request.url.path} {body}".encode()
+    request_hash = hashlib.sha256(fingerprint).hexdigest()
+    stored = await service.stored_answer(db, key, request_hash)
     if stored is not None:
         return answer.model_validate_json(stored)
     created = await create()
-    await service.store_answer(db, key, request_hash.hexdigest(), created.model_dump_json())
+    await service.store_answer(db, key, request_hash, created.model_dump_json())
     return created
 
 
