@@ -221,8 +221,8 @@ arrivals, checkouts = itertools.count(), itertools.count()
 overtaken, waits = [], []
 
 
-async def client():
-    for _ in range(20):
+async def client(requests=20):
+    for _ in range(requests):
         arrived, started = next(arrivals), time.monotonic()
         async with aclosing(get_read_session()) as dependency:  # ReadSessionDep's
             session = await anext(dependency)
@@ -233,6 +233,13 @@ async def client():
 
 
 async def main():
+    global arrivals, checkouts
+    # Both connections opened first: a connection still being opened is overtaken by the
+    # other's requests, and that is the time to connect, not the order of turns.
+    await asyncio.gather(client(1), client(1))
+    arrivals, checkouts = itertools.count(), itertools.count()
+    overtaken.clear()
+    waits.clear()
     await asyncio.gather(*(client() for _ in range(30)))
     await dispose_engine()
     print(json.dumps({{"overtaken": max(overtaken), "longest_wait": max(waits)}}))
@@ -258,6 +265,6 @@ def test_requests_get_pooled_connections_in_arrival_order(
     output = run([sys.executable, str(script)], cwd=project, env=env, timeout=120).stdout
     measured = json.loads(output.splitlines()[-1])
     # 600 checkouts by 30 clients on 2 connections: none is overtaken by more requests that
-    # arrived after it than the pool has connections (today's pool: by dozens).
+    # arrived after it than the pool has connections (SQLAlchemy's pool alone: by 27 to 108).
     assert measured["overtaken"] <= 2, measured
     assert measured["longest_wait"] < 20, measured
