@@ -642,12 +642,15 @@ def bench_pool_waits(project: Project, report: Report, repeats: int, seconds: fl
 
 
 PROBE = """
+import signal
+stopped = []
+signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))  # the load is over
 import json, sys, time, httpx
 url, until = sys.argv[1], float(sys.argv[2])
 samples = []
 with httpx.Client(timeout=30) as client:
     client.get(url)
-    while time.time() < until:
+    while time.time() < until and not stopped:
         started = time.time()
         client.get(url).raise_for_status()
         samples.append((started, time.time() - started))
@@ -682,6 +685,7 @@ def slow_load(base: str, path: str, requests: int, longest: float) -> tuple[floa
     )
     time.sleep(0.3)  # the probe is connected and sampling
     started, wall = asyncio.run(fire(base, path, requests))
+    probe.terminate()  # it stops sampling and prints what it saw
     samples = json.loads(probe.communicate(timeout=longest + 60)[0])
     during = [latency for at, latency in samples if started <= at <= started + wall]
     return wall, during

@@ -7,9 +7,9 @@ its uv.lock matches its pyproject.toml (`uv lock --check`), `uv sync --locked` m
 environment on that Python version (3.14 and 3.15, which this machine's Debian lacks, in
 the cached Debian sid roots of tests/python_root.py), its pre-commit hooks (ruff, ruff
 format, mypy --strict) pass. Its own test suite passes on the database it was made for, so
-on in-memory SQLite and on PostgreSQL: on every Python with the default example domain, and
-the other domain's on the default Python (``runs_its_suite_here``), with the coverage gate
-where the README runs it.
+on PostgreSQL (every test) on every Python with the default example domain, on in-memory
+SQLite too on the oldest, and the other domain's on the default Python on both
+(``runs_its_suite_here``), with the coverage gate where the README runs it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from tests.helpers import (
     run,
     tool,
     uv_env,
+    version_key,
 )
 from tests.python_root import ROOTS, in_root
 
@@ -88,16 +89,22 @@ BAKE_PARAMS = [
 def runs_its_suite_here(bake: dict[str, str]) -> bool:
     """Whether this module runs the suite of ``bake``.
 
-    The Python version and the example domain do not meet in the generated code: every
-    Python runs the suite of the default domain (meetings: every test of the core and the
-    domain's), the other domain runs its suite on the default Python, each on both
+    The Python version and the example domain do not meet in the generated code, and a run
+    on PostgreSQL runs every test (the SQLite file tests among them) where one on in-memory
+    SQLite leaves the postgres_only ones out. So the default domain (meetings: every test of
+    the core and the domain's) runs its suite on every other Python on PostgreSQL, and on
+    in-memory SQLite on the oldest Python too (the harness's other path, on the oldest
+    sqlite3 module offered); the other domain runs its suite on the default Python, on both
     databases. The default bake's suite (the first domain and Python) runs in
     tests/test_github.py, among every CI job of that bake, on SQLite (coverage gate) and on
     PostgreSQL, and not again here.
     """
     default_domain = bake["example_domain"] == OPTIONS["example_domain"][0]
     default_python = bake["python_version"] == OPTIONS["python_version"][0]
-    return default_domain != default_python
+    if default_domain == default_python:
+        return False
+    oldest = bake["python_version"] == min(OPTIONS["python_version"], key=version_key)
+    return not default_domain or bake["database"] == "postgresql" or oldest
 
 
 SUITE_PARAMS = [
