@@ -7,8 +7,9 @@ its uv.lock matches its pyproject.toml (`uv lock --check`), `uv sync --locked` m
 environment on that Python version (3.14 and 3.15, which this machine's Debian lacks, in
 the cached Debian sid roots of tests/python_root.py), its pre-commit hooks (ruff, ruff
 format, mypy --strict) pass. Its own test suite passes on the database it was made for, so
-on PostgreSQL (every test) on every Python with the default example domain, on in-memory
-SQLite too on the oldest, and the other domain's on the default Python on both
+with the default example domain on the oldest Python (on in-memory SQLite and on
+PostgreSQL, which runs every test) and on the newest (PostgreSQL), on the default one in
+tests/test_github.py, and the other domain's on the default Python on both
 (``runs_its_suite_here``), with the coverage gate where the README runs it.
 """
 
@@ -92,19 +93,23 @@ def runs_its_suite_here(bake: dict[str, str]) -> bool:
     The Python version and the example domain do not meet in the generated code, and a run
     on PostgreSQL runs every test (the SQLite file tests among them) where one on in-memory
     SQLite leaves the postgres_only ones out. So the default domain (meetings: every test of
-    the core and the domain's) runs its suite on every other Python on PostgreSQL, and on
-    in-memory SQLite on the oldest Python too (the harness's other path, on the oldest
-    sqlite3 module offered); the other domain runs its suite on the default Python, on both
-    databases. The default bake's suite (the first domain and Python) runs in
-    tests/test_github.py, among every CI job of that bake, on SQLite (coverage gate) and on
-    PostgreSQL, and not again here.
+    the core and the domain's) runs its suite on the oldest and the newest Python offered,
+    on PostgreSQL, and on in-memory SQLite too on the oldest (the harness's other path, on
+    the oldest sqlite3 module offered); a Python in between is bounded by those two, and
+    its bake is synced and type-checked on it all the same. The other domain runs its suite
+    on the default Python, on both databases. The default bake's suite (the first domain
+    and Python) runs in tests/test_github.py, among every CI job of that bake, on SQLite
+    (coverage gate) and on PostgreSQL, and not again here.
     """
     default_domain = bake["example_domain"] == OPTIONS["example_domain"][0]
     default_python = bake["python_version"] == OPTIONS["python_version"][0]
-    if default_domain == default_python:
-        return False
-    oldest = bake["python_version"] == min(OPTIONS["python_version"], key=version_key)
-    return not default_domain or bake["database"] == "postgresql" or oldest
+    if not default_domain:
+        return default_python
+    oldest = min(OPTIONS["python_version"], key=version_key)
+    newest = max(OPTIONS["python_version"], key=version_key)
+    if bake["python_version"] == oldest:
+        return True
+    return bake["python_version"] == newest and bake["database"] == "postgresql"
 
 
 SUITE_PARAMS = [

@@ -173,7 +173,7 @@ async def run_writers(*processes: tuple[str, int, int]) -> list[str]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(["src", "."]),
-        "DATABASE_SQLITE_BUSY_TIMEOUT_MS": str(await busy_timeout_ms(max(p[1] for p in processes))),
+        "DATABASE_SQLITE_BUSY_TIMEOUT_MS": str(await busy_timeout_ms(sum(p[1] for p in processes))),
     }
     children = [
         await asyncio.create_subprocess_exec(
