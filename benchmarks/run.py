@@ -483,6 +483,20 @@ def wrk_latency(
     return rate, failures(output), p99, answered
 
 
+# A full run measures only runs in which every request succeeded. A quick run is a smoke test
+# of this script, often on a busy machine where the service's time limits can answer 503:
+# it says how many failed and goes on.
+STOP_ON_FAILURES = True
+
+
+def failed_requests(what: str, bad: int) -> None:
+    """Stop the run if ``bad`` requests of ``what`` failed; in a quick run, say so only."""
+    if bad and STOP_ON_FAILURES:
+        raise SystemExit(f"{what}: {bad} failed requests")
+    if bad:
+        print(f"  {what}: {bad} failed requests (a quick run goes on)", flush=True)
+
+
 def failures(wrk_output: str) -> int:
     """Non-2xx/3xx answers and timeouts of a wrk run."""
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", wrk_output)
@@ -544,8 +558,7 @@ def bench_read_path(project: Project, report: Report, repeats: int, seconds: flo
         for _ in range(repeats):
             for name, url in targets.items():
                 rate, bad = wrk(url, seconds)
-                if bad:
-                    raise SystemExit(f"B2 {name}: {bad} failed requests")
+                failed_requests(f"B2 {name}", bad)
                 rates[name].append(rate)
     med = {name: median(values) for name, values in rates.items()}
     raw_rate = med["raw asyncpg pool"]
@@ -1136,8 +1149,7 @@ def bench_replica(project: Project, report: Report, repeats: int, seconds: float
             for _ in range(repeats):
                 for name, base in targets.items():
                     rate, bad = wrk(f"{base}/rooms/{room}", seconds)
-                    if bad:
-                        raise SystemExit(f"B6 {name}: {bad} failed requests")
+                    failed_requests(f"B6 {name}", bad)
                     rates[name].append(rate)
             # The replica was up all along, so the router sent every read to it.
             if replica_state(with_replica) != "up":
@@ -1226,8 +1238,7 @@ def bench_observability(project: Project, report: Report, repeats: int, seconds:
                         env={**os.environ, "BATCH": "1", "TRANSCRIPTS": str(transcript)},
                     )
                     ended = cpu_seconds(pids[0])
-                    if bad or bad_appends:
-                        raise SystemExit(f"B9 {name}: {bad + bad_appends} failed requests")
+                    failed_requests(f"B9 {name}", bad + bad_appends)
                     results[name].append(
                         (
                             read,
@@ -1310,6 +1321,8 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     options = parser.parse_args()
+    global STOP_ON_FAILURES
+    STOP_ON_FAILURES = not options.quick
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     repeats, seconds, count = (1, 1.0, 20) if options.quick else (3, 5.0, 200)
