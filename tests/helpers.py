@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -30,6 +31,12 @@ HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 def version_key(version: str) -> tuple[int, ...]:
     """``"3.11"`` as ``(3, 11)``: Python versions in order (as strings, 3.9 > 3.11)."""
     return tuple(map(int, version.split(".")))
+
+
+# The template's questions and their choices (the first is the --no-input default).
+OPTIONS: dict[str, Any] = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
+OLDEST_PYTHON = min(OPTIONS["python_version"], key=version_key)
+NEWEST_PYTHON = max(OPTIONS["python_version"], key=version_key)
 
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -37,6 +37,7 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    OPTIONS,
     REPO_ROOT,
     PgBouncer,
     PostgresServer,
@@ -46,7 +47,6 @@ from tests.helpers import (
 )
 from tests.python_root import ROOTS, python_root
 
-OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 # The tests that use the built image share one worker (--dist loadgroup), which builds it once.
 IMAGE_WORKER = pytest.mark.xdist_group("container-image")
 COMBINATIONS = [

@@ -26,10 +26,16 @@ import pytest
 import yaml
 from sqlalchemy.engine import URL, make_url
 
-from tests.helpers import REPO_ROOT, PostgresServer, clean_env, host_interpreter, run, tool
+from tests.helpers import (
+    OPTIONS,
+    PostgresServer,
+    clean_env,
+    host_interpreter,
+    run,
+    tool,
+)
 from tests.python_root import in_root
 
-OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 WORKFLOW = Path(".github/workflows/ci.yml")
 DEPENDABOT = Path(".github/dependabot.yml")
 GITHUB_FILES = (WORKFLOW, DEPENDABOT)

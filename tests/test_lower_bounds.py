@@ -11,33 +11,30 @@ the host lacks runs in its Debian root (tests/python_root.py).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import (
-    REPO_ROOT,
+    NEWEST_PYTHON,
+    OLDEST_PYTHON,
     PostgresServer,
     find_interpreter,
     host_interpreter,
     run,
     tool,
     uv_env,
-    version_key,
 )
 from tests.python_root import ROOTS, in_root
-
-OPTIONS = json.loads((REPO_ROOT / "cookiecutter.json").read_text())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "python_version",
     [
-        min(OPTIONS["python_version"], key=version_key),
-        max(OPTIONS["python_version"], key=version_key),
+        OLDEST_PYTHON,
+        NEWEST_PYTHON,
     ],
     ids=lambda v: f"py{v}",
 )
