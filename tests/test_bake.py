@@ -340,9 +340,10 @@ def test_coverage_sees_greenlets_with_the_fastest_core_its_python_allows(synced:
     # that setting would make it fall back to the tracer.
     expected = "sysmon" if version_key(synced.python_version) >= (3, 14) else "ctrace"
     command = ["uv", "run", "--no-sync", "coverage", "run", "--debug=core"]
-    command += ["--data-file=/dev/null", "-m", "platform"]
+    command += ["--data-file=.coverage.core", "-m", "platform"]  # in the bake, then removed
     env = uv_env()
     result = run(in_bake(synced, command, env), cwd=synced.path, env=env, timeout=120)
+    (synced.path / ".coverage.core").unlink()
     used = re.findall(r"^core\.py: Using core=(\w+)$", result.stdout + result.stderr, re.M)
     assert used == [expected], result.stdout + result.stderr
 
