@@ -83,8 +83,7 @@ async def session_scope(
                 await session.rollback()
                 raise
             await session.commit()
-        if database.storage_full:
-            database.storage_full = False  # a write went through: there is space again
+        database.storage_full = False  # a write went through: there is space (again)
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -22,19 +21,21 @@ def configure_sqlite(engine: AsyncEngine, busy_ms: int, migrating: bool, memory:
     busy_ms = busy_ms if migrating else min(busy_ms, BUSY_SLICE_MS)  # see WriteTurns
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
+    def _on_connect(driver: Any, _record: Any) -> None:
+        driver.isolation_level = None
         pragmas = [f"foreign_keys = {'OFF' if migrating else 'ON'}", f"busy_timeout = {busy_ms}"]
-        for pragma in pragmas + ([] if memory else ["journal_mode = WAL", "synchronous = NORMAL"]):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
+        pragmas += [] if memory else ["journal_mode = WAL", "synchronous = NORMAL"]
+        driver.run_async(lambda c: c.executescript("".join(f"PRAGMA {p};" for p in pragmas)))
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # Reads run in autocommit: in WAL mode they never wait for the writer.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _on_begin(conn: Any) -> None:  # a Connection, whose driver's run_async is not typed
+        # Reads run in autocommit: in WAL mode they never wait for the writer. A write's BEGIN
+        # takes one trip to the driver's thread; exec_driver_sql's takes three (cursor, close).
+        try:
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                conn.connection.dbapi_connection.run_async(lambda c: c.execute("BEGIN IMMEDIATE"))
+        except sqlite3.OperationalError as error:  # raised as exec_driver_sql would raise it
+            raise OperationalError("BEGIN IMMEDIATE", None, error) from None
 
 
 class WriteTurns:
