@@ -339,8 +339,7 @@ def bench_suite(report: Report, repeats: int) -> None:
     from cookiecutter.main import cookiecutter
 
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.helpers import host_interpreter, tool, uv_env
-    from tests.python_root import in_root
+    from tests.helpers import host_interpreter, on_python, uv_env
 
     target = WORK / "suite"
     shutil.rmtree(target, ignore_errors=True)
@@ -349,17 +348,15 @@ def bench_suite(report: Report, repeats: int) -> None:
     interpreter = host_interpreter(python)
     env = uv_env() if interpreter is None else uv_env(UV_PYTHON=interpreter)
 
-    def machine(command: list[str]) -> list[str]:
-        return command if interpreter else in_root(python, project, command, env, tool("uv"))
-
     def suite_seconds(*args: str) -> float:
-        command = ["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        pytest = ["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        command = on_python(python, project, pytest, env)
         started = time.perf_counter()
-        run(machine(command), cwd=project, env=env)
+        run(command, cwd=project, env=env)
         return time.perf_counter() - started
 
     print(f"  B1: the default bake's suite, on Python {python}", flush=True)
-    run(machine(["uv", "sync", "--locked", "-q"]), cwd=project, env=env)
+    run(on_python(python, project, ["uv", "sync", "--locked", "-q"], env), cwd=project, env=env)
     runs = {"pytest --cov": ["--cov"], "pytest": [], "pytest --cov -n0": ["--cov", "-n0"]}
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):  # interleaved, so that a slower spell of the machine hits all

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 from tests.helpers import (
     DEFAULT_POSTGRES_URL,
     HOST_PYTHON,
+    OPTIONS,
     POSTGRES_BIN,
     REPO_ROOT,
     HostCookies,
@@ -42,8 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def host_cookies(cookies_session: Any) -> HostCookies:
-    offered = json.loads((REPO_ROOT / "cookiecutter.json").read_text())["python_version"]
-    if HOST_PYTHON not in offered:
+    if HOST_PYTHON not in OPTIONS["python_version"]:
         pytest.fail(f"the tests run on Python {HOST_PYTHON}, which no bake offers", pytrace=False)
     return HostCookies(cookies_session)
 

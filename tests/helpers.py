@@ -21,6 +21,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.python_root import ROOTS, in_root
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The Python running these tests, as a ``python_version`` answer: what a bake must ask for
 # when a test installs or runs it with this interpreter (the default, 3.14, is tested with a
@@ -105,6 +107,14 @@ def host_interpreter(version: str) -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+def on_python(version: str, project: Path, command: list[str], env: Mapping[str, str]) -> list[str]:
+    """``command``, to run in ``project`` on Python ``version``: as it is where this machine
+    has that Python, else in the Debian root that has it (tests/python_root.py)."""
+    if host_interpreter(version) is None and version in ROOTS:
+        return in_root(version, project, command, env, tool("uv"))
+    return command
 
 
 class HostCookies:

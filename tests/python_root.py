@@ -114,7 +114,10 @@ def in_root(
         "UV_CACHE_DIR": "/uv-cache",
         "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
         "LANG": "C.UTF-8",
-        "PRE_COMMIT_HOME": "/tmp/pre-commit",  # inside the root, not the host's /tmp
+        # The root's own /tmp: a tmpfs that MOUNT_AND_RUN mounts for this command alone, so
+        # pre-commit's environments land neither in the cached root nor anywhere on the host
+        # (this is a path inside the root, the same on every machine, not one of this host).
+        "PRE_COMMIT_HOME": "/tmp/pre-commit",
     }
     assignments = [f"{key}={value}" for key, value in inner_env.items()]
     return [

@@ -35,12 +35,12 @@ from tests.helpers import (
     clean_env,
     find_interpreter,
     host_interpreter,
+    on_python,
     run,
-    tool,
     uv_env,
     version_key,
 )
-from tests.python_root import ROOTS, in_root
+from tests.python_root import ROOTS
 
 COMBINATIONS = [
     {"database": database, "python_version": version, "example_domain": domain}
@@ -268,9 +268,7 @@ def test_bake_selects_the_chosen_database(baked: Baked) -> None:
 
 def in_bake(baked: Baked, command: list[str], env: dict[str, str]) -> list[str]:
     """``command`` run with the bake's own Python: here, or in the Debian root that has it."""
-    if host_interpreter(baked.python_version) is None and baked.python_version in ROOTS:
-        return in_root(baked.python_version, baked.path, command, env, tool("uv"))
-    return command
+    return on_python(baked.python_version, baked.path, command, env)
 
 
 def test_bake_pins_its_python_and_ships_a_lock_that_matches_its_pyproject(baked: Baked) -> None:

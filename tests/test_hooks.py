@@ -7,7 +7,6 @@ The hooks hold Jinja, so each test renders the hook source with cookiecutter's o
 
 from __future__ import annotations
 
-import json
 import types
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import pytest
 from cookiecutter.environment import StrictEnvironment
 from jinja2.exceptions import UndefinedError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import OPTIONS, REPO_ROOT
+
 HOOKS_DIR = REPO_ROOT / "hooks"
 DERIVED_FIELDS = ("project_slug", "package_name", "__database_url")
 
@@ -27,10 +27,9 @@ def build_context(**overrides: str) -> dict[str, Any]:
     Choice variables take their first option; derived defaults (slug, package, database
     URL) are rendered like cookiecutter does, unless overridden. Overrides are used verbatim.
     """
-    defaults = json.loads((REPO_ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
     answers: dict[str, Any] = {}
     environment = StrictEnvironment(keep_trailing_newline=True)
-    for key, default in defaults.items():
+    for key, default in OPTIONS.items():
         if key.startswith("_") and key != "__database_url":
             continue
         if key in overrides:
@@ -171,9 +170,8 @@ def test_post_gen_keeps_the_lock_of_the_chosen_python_as_uv_lock(
 
 def test_the_template_holds_a_lock_for_every_python_version() -> None:
     locks = REPO_ROOT / "{{cookiecutter.project_slug}}" / "uv-locks"
-    versions = json.loads((REPO_ROOT / "cookiecutter.json").read_text())["python_version"]
     assert sorted(path.name for path in locks.iterdir()) == sorted(
-        f"py{version}.lock" for version in versions
+        f"py{version}.lock" for version in OPTIONS["python_version"]
     )
 
 

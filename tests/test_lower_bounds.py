@@ -22,11 +22,11 @@ from tests.helpers import (
     PostgresServer,
     find_interpreter,
     host_interpreter,
+    on_python,
     run,
-    tool,
     uv_env,
 )
-from tests.python_root import ROOTS, in_root
+from tests.python_root import ROOTS
 
 
 @pytest.mark.slow
@@ -53,8 +53,7 @@ def test_lowest_direct_dependencies_pass_tests_lint_and_type_checks(
     def bake_run(command: list[str], **extra: str) -> str:
         """Run ``command`` in the bake, on its Python; return its output."""
         full_env = {**env, **extra}
-        if in_a_root:
-            command = in_root(python_version, project, command, full_env, tool("uv"))
+        command = on_python(python_version, project, command, full_env)
         return run(command, cwd=project, env=full_env, timeout=900).stdout
 
     bake_run(["uv", "lock", "--resolution", "lowest-direct"])

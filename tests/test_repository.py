@@ -8,7 +8,9 @@ import subprocess
 from tests.helpers import REPO_ROOT
 
 # A path of the machine the template was developed on, a notes folder beside it, or one of
-# the notes kept there (numbered items of a list no clone has).
+# the notes kept there (numbered items of a list no clone has). This pattern is the one place
+# those names are spelled, so that the test below can refuse them in every other file; it
+# points at nothing, and a clone needs none of them.
 MACHINE_PATH = re.compile(r"/work/|/shared/|\bPITFALLS\b|\bBLUEPRINT\b")
 # A Markdown document named by a path relative to the repository root (docs/x.md, NOTES.md).
 DOCUMENT = re.compile(r"(?<![\w/.-])((?:docs/)?[\w.-]+\.md)\b")
