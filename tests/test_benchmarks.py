@@ -59,6 +59,8 @@ def test_a_quick_benchmark_run_reports_every_bench(
         assert f"| {bench} |" in text
     assert "raw asyncpg pool" in text
     assert "contrast: blocking driver call" in text
+    assert "10 writers + 0 readers" in text  # B5: SQLite's writers alone in a worker
+    assert "floor: SQLite's write lock held per append" in text  # B5 (append_floor.py)
     assert "(primary only)" in text  # B6's baseline
     assert "us CPU (off)" in text  # B9's baseline
     assert "- machine:" in text
