@@ -837,9 +837,9 @@ def timed(action: Callable[[], object]) -> float:
 def bench_appends(project: Project, report: Report, repeats: int, seconds: float) -> None:
     """10 writers appending to transcripts of their own + 5 readers of 50-segment pages, on
     a SQLite file and on PostgreSQL, one uvicorn worker and two; medians of ``repeats``. Then
-    what bounds SQLite's pace: the writers alone in a worker (where the kernel put all of
-    them with two workers, in every run we looked at), and one append's cycle alone in an
-    event loop (append_floor.py)."""
+    what bounds SQLite's pace: the writers alone in a worker (with two workers, the kernel
+    gave all 10 writer connections to one of them in each run we logged), and how long one
+    append holds SQLite's write lock, alone in an event loop (append_floor.py)."""
     sqlite_url = f"sqlite+aiosqlite:///{WORK / 'b5.db'}"
     (WORK / "b5.db").unlink(missing_ok=True)
     run(
