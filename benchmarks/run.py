@@ -1119,8 +1119,8 @@ def bench_sqlite_soak(project: Project, report: Report, seconds: float, quick: b
                 f"{round(seconds)} s, 20 writers (batches of {batch}) + 20 readers, SQLite file, "
                 f"{workers} worker{'s' * (workers > 1)}",
                 f"{answered:,} appends ({rate:,.0f}/s), {bad} failed, writer p99 {p99:,.0f} ms; "
-                f"{acknowledged:,} segments acknowledged, {stored:,} stored, "
-                f"integrity {'ok' if intact else 'BROKEN'}",
+                f"{acknowledged:,} segments acknowledged, {stored:,} stored (with the appends"
+                f" in flight when wrk stopped counting), integrity {'ok' if intact else 'BROKEN'}",
                 f"readers {read_rate:,.0f} req/s",
                 "",
                 "0 failed, p99 <= 2,000 ms, intact",
