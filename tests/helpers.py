@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -94,6 +95,7 @@ def find_interpreter(version: str) -> str:
     return found
 
 
+@cache  # the machine's Pythons do not change while the tests run
 def host_interpreter(version: str) -> str | None:
     """``find_interpreter``'s answer, or None where this machine lacks that Python."""
     candidates = [shutil.which(f"python{version}")]
@@ -109,10 +111,16 @@ def host_interpreter(version: str) -> str | None:
     return None
 
 
+def in_a_root(version: str) -> bool:
+    """Whether Python ``version`` runs in its Debian root (tests/python_root.py): this
+    machine lacks it, and a root provides it."""
+    return host_interpreter(version) is None and version in ROOTS
+
+
 def on_python(version: str, project: Path, command: list[str], env: Mapping[str, str]) -> list[str]:
     """``command``, to run in ``project`` on Python ``version``: as it is where this machine
-    has that Python, else in the Debian root that has it (tests/python_root.py)."""
-    if host_interpreter(version) is None and version in ROOTS:
+    has that Python, else in the Debian root that has it."""
+    if in_a_root(version):
         return in_root(version, project, command, env, tool("uv"))
     return command
 

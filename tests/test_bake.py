@@ -34,13 +34,12 @@ from tests.helpers import (
     PostgresServer,
     clean_env,
     find_interpreter,
-    host_interpreter,
+    in_a_root,
     on_python,
     run,
     uv_env,
     version_key,
 )
-from tests.python_root import ROOTS
 
 COMBINATIONS = [
     {"database": database, "python_version": version, "example_domain": domain}
@@ -287,7 +286,7 @@ def sync(baked: Baked) -> None:
     exactly what its uv.lock pins."""
     env = uv_env()
     command = ["uv", "sync", "--locked"]
-    if host_interpreter(baked.python_version) is not None or baked.python_version not in ROOTS:
+    if not in_a_root(baked.python_version):
         command += ["--python", find_interpreter(baked.python_version)]
     run(in_bake(baked, command, env), cwd=baked.path, env=env)
 

@@ -21,12 +21,11 @@ from tests.helpers import (
     OLDEST_PYTHON,
     PostgresServer,
     find_interpreter,
-    host_interpreter,
+    in_a_root,
     on_python,
     run,
     uv_env,
 )
-from tests.python_root import ROOTS
 
 
 @pytest.mark.slow
@@ -47,8 +46,6 @@ def test_lowest_direct_dependencies_pass_tests_lint_and_type_checks(
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     env = uv_env(MYPY_CACHE_DIR=str(tmp_path / "mypy-cache"))
-    # The host's own interpreter where it has one (GitHub's runners have them all).
-    in_a_root = host_interpreter(python_version) is None and python_version in ROOTS
 
     def bake_run(command: list[str], **extra: str) -> str:
         """Run ``command`` in the bake, on its Python; return its output."""
@@ -57,8 +54,9 @@ def test_lowest_direct_dependencies_pass_tests_lint_and_type_checks(
         return run(command, cwd=project, env=full_env, timeout=900).stdout
 
     bake_run(["uv", "lock", "--resolution", "lowest-direct"])
-    # --frozen: install that resolution exactly (uv sync would otherwise re-resolve).
-    python = [] if in_a_root else ["--python", find_interpreter(python_version)]
+    # --frozen: install that resolution exactly (uv sync would otherwise re-resolve), with
+    # the host's own interpreter where it has one (GitHub's runners have them all).
+    python = [] if in_a_root(python_version) else ["--python", find_interpreter(python_version)]
     bake_run(["uv", "sync", "--frozen", *python])
     for command in (["ruff", "check"], ["ruff", "format", "--check"], ["mypy"]):
         bake_run(["uv", "run", "--frozen", *command])
