@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     # transaction, since the next one may run on another server connection.
     database_pgbouncer: bool = False
     # Time limits of the requests' database calls on PostgreSQL, in seconds (0: none). The
-    # server cancels a statement that runs longer (503); the client gives up half a second
-    # later on a server that does not answer at all (a frozen one), and on connecting. A read
+    # server cancels a statement that runs longer (503); the client gives up a second later
+    # on a server that does not answer at all (a frozen one), and on connecting. A read
     # on a replica gets the shorter limit, then is retried on the primary. Migrations and
     # session_scope() (scripts, jobs) have no such limit.
     database_statement_timeout: float = Field(default=30.0, ge=0, le=86_400)
