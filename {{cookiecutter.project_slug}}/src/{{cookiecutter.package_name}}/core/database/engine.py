@@ -41,7 +41,7 @@ def engine_from_settings(
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
             connect_args["statement_cache_size"] = 0
             connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
-        if limit:  # asyncpg's, 1 s on (the server's cancel wins), for a server that never answers
+        if limit:  # asyncpg's, 1 s after the server's own (which comes first): a silent server
             connect_args["command_timeout"] = connect_args["timeout"] = limit + 1
         if limit and not s.database_pgbouncer:  # PostgreSQL's (PgBouncer refuses it here)
             connect_args["server_settings"]["statement_timeout"] = f"{math.ceil(limit * 1000)}"
