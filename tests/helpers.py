@@ -117,6 +117,12 @@ def in_a_root(version: str) -> bool:
     return host_interpreter(version) is None and version in ROOTS
 
 
+def uv_python(version: str) -> list[str]:
+    """uv's ``--python`` for Python ``version``: the host's own interpreter where it has one
+    (GitHub's runners have them all); none in a Debian root, whose uv finds the root's."""
+    return [] if in_a_root(version) else ["--python", find_interpreter(version)]
+
+
 def on_python(version: str, project: Path, command: list[str], env: Mapping[str, str]) -> list[str]:
     """``command``, to run in ``project`` on Python ``version``: as it is where this machine
     has that Python, else in the Debian root that has it."""

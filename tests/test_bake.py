@@ -33,11 +33,10 @@ from tests.helpers import (
     HostCookies,
     PostgresServer,
     clean_env,
-    find_interpreter,
-    in_a_root,
     on_python,
     run,
     uv_env,
+    uv_python,
     version_key,
 )
 
@@ -285,9 +284,7 @@ def sync(baked: Baked) -> None:
     """Make the bake's own environment with ``uv sync --locked``, on the Python it asked for:
     exactly what its uv.lock pins."""
     env = uv_env()
-    command = ["uv", "sync", "--locked"]
-    if not in_a_root(baked.python_version):
-        command += ["--python", find_interpreter(baked.python_version)]
+    command = ["uv", "sync", "--locked", *uv_python(baked.python_version)]
     run(in_bake(baked, command, env), cwd=baked.path, env=env)
 
 

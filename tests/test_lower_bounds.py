@@ -20,11 +20,10 @@ from tests.helpers import (
     NEWEST_PYTHON,
     OLDEST_PYTHON,
     PostgresServer,
-    find_interpreter,
-    in_a_root,
     on_python,
     run,
     uv_env,
+    uv_python,
 )
 
 
@@ -54,10 +53,8 @@ def test_lowest_direct_dependencies_pass_tests_lint_and_type_checks(
         return run(command, cwd=project, env=full_env, timeout=900).stdout
 
     bake_run(["uv", "lock", "--resolution", "lowest-direct"])
-    # --frozen: install that resolution exactly (uv sync would otherwise re-resolve), with
-    # the host's own interpreter where it has one (GitHub's runners have them all).
-    python = [] if in_a_root(python_version) else ["--python", find_interpreter(python_version)]
-    bake_run(["uv", "sync", "--frozen", *python])
+    # --frozen: install that resolution exactly (uv sync would otherwise re-resolve).
+    bake_run(["uv", "sync", "--frozen", *uv_python(python_version)])
     for command in (["ruff", "check"], ["ruff", "format", "--check"], ["mypy"]):
         bake_run(["uv", "run", "--frozen", *command])
     pytest_command = ["pytest", "-q", "-p", "no:cacheprovider", "-n0", "--cov"]
