@@ -49,6 +49,9 @@ SERVER_URL = make_url(
 PYTHON = sys.executable
 # The bakes run with PYTHON, so they are made for it (the default python_version may be newer).
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+# How the generated service is served: its dependencies bring neither uvloop nor httptools.
+# This environment has both (for B8), and uvicorn would pick them unless told otherwise.
+UVICORN_AS_SHIPPED = ("--loop", "asyncio", "--http", "h11")
 
 
 @dataclass
@@ -389,10 +392,10 @@ def uvicorn(
     env: dict[str, str],
     app_dir: str = ".",
     workers: int = 1,
-    options: tuple[str, ...] = (),
+    options: tuple[str, ...] = UVICORN_AS_SHIPPED,
     pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """uvicorn serving ``app`` (one worker unless told, with ``options`` such as its loop);
+    """uvicorn serving ``app`` (one worker unless told; ``options`` choose its loop and HTTP);
     yields its base URL once it answers. ``pids`` gets the process id (with one worker,
     the process that serves)."""
     port = free_port()
@@ -606,7 +609,7 @@ def wrk_waits(url: str, seconds: float) -> tuple[float, float, float, int]:
 def bench_pool_waits(project: Project, report: Report, repeats: int, seconds: float) -> None:
     """50 clients on the default pool of 15, GET /rooms/{id}, one worker: requests take the
     pool's connections in turn (generated), against SQLAlchemy's pool order alone."""
-    servers = {"h11": ("--loop", "asyncio", "--http", "h11")}
+    servers = {"h11": UVICORN_AS_SHIPPED}
     if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
         servers["uvloop + httptools"] = ("--loop", "uvloop", "--http", "httptools")
     else:
@@ -761,6 +764,7 @@ def first_ready_seconds(project: Project) -> tuple[float, float]:
             str(port),
             "--log-level",
             "warning",
+            *UVICORN_AS_SHIPPED,
         ],
         cwd=project.path,
         env=env,
@@ -1337,7 +1341,8 @@ def versions() -> str:
             f"- Python {platform.python_version()}; SQLAlchemy {sqlalchemy.__version__}, "
             f"FastAPI {fastapi.__version__}, pydantic {pydantic.__version__}, "
             f"asyncpg {asyncpg.__version__}, aiosqlite {aiosqlite.__version__}, "
-            f"uvicorn {uvicorn_package.__version__} (asyncio loop, h11)",
+            f"uvicorn {uvicorn_package.__version__} "
+            "(asyncio loop, h11, as shipped; B8 also uvloop)",
             f"- PostgreSQL {asyncio.run(server_version())} on loopback; {wrk_version}",
         ]
     )

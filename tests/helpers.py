@@ -233,6 +233,12 @@ def project_package(project: Path) -> str:
     return package
 
 
+# How a bake's service is served (its container's CMD): its dependencies bring neither uvloop
+# nor httptools. The suite's environment has both (for benchmarks/run.py's B8), and uvicorn
+# would pick them unless told otherwise.
+UVICORN_AS_SHIPPED = ("--loop", "asyncio", "--http", "h11")
+
+
 @contextmanager
 def serve(
     project: Path, database_url: str, log: Path, workers: int = 1, **settings: str
@@ -242,6 +248,7 @@ def serve(
     env = clean_env(DATABASE_URL=database_url, **settings)
     command = [sys.executable, "-m", "uvicorn", f"{project_package(project)}.main:app"]
     command += ["--app-dir", "src", "--port", str(port), "--workers", str(workers)]
+    command += UVICORN_AS_SHIPPED
     with log.open("wb") as output:
         server = subprocess.Popen(
             [*command, "--log-level", "warning"],

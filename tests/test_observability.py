@@ -34,6 +34,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.helpers import (
+    UVICORN_AS_SHIPPED,
     HostCookies,
     PrimaryWithReplica,
     clean_env,
@@ -212,6 +213,7 @@ def serve(bake: Bake, log: Path, *flags: str, **settings: str) -> Iterator[Servi
         **settings,
     )
     command = [sys.executable, "-m", "uvicorn", "bug_wrapper:app", "--port", str(port), *flags]
+    command += UVICORN_AS_SHIPPED
     with log.open("wb") as output, log.with_suffix(".stderr").open("wb") as errors:
         server = subprocess.Popen(command, cwd=bake.path, env=env, stdout=output, stderr=errors)
         try:

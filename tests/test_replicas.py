@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    UVICORN_AS_SHIPPED,
     HostCookies,
     PrimaryWithReplica,
     clean_env,
@@ -109,6 +110,7 @@ def serve(bake: Bake, servers: PrimaryWithReplica, log: Path, max_lag: float) ->
     )
     command = [sys.executable, "-m", "uvicorn", "replica_wrapper:app", "--port", str(port)]
     command += ["--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]
+    command += UVICORN_AS_SHIPPED
     with log.open("wb") as output:
         server = subprocess.Popen(
             command, cwd=bake.path, env=env, stdout=output, stderr=subprocess.STDOUT

@@ -10,8 +10,10 @@ request with a deadline, against the default SQLite bake and the PostgreSQL bake
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import HostCookies, PostgresServer, clean_env, run, serve, tool
@@ -83,3 +85,40 @@ def test_the_schema_and_the_service_agree(
     finally:
         if postgres is not None:
             postgres.drop_database(name)
+
+
+def cmdline(process: Path) -> str:
+    """A process's arguments, each followed by a NUL ("" if it has ended meanwhile)."""
+    try:
+        return (process / "cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def test_the_suite_serves_a_bake_as_its_container_does(
+    host_cookies: HostCookies, tmp_path: Path
+) -> None:
+    """uvicorn takes uvloop and httptools when it can import them, and this suite's environment
+    has both (for the benchmarks); a bake ships with neither. So the suite's uvicorn is told
+    asyncio's loop and h11, or every served test (schemathesis' too) would try a server and an
+    HTTP parser that no user runs."""
+    result = host_cookies.bake()
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    shipped = {package["name"] for package in lock["package"]}
+    assert not shipped & {"uvloop", "httptools"}, "the bake ships them: see UVICORN_AS_SHIPPED"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    migrate(project, url)
+    with serve(project, url, tmp_path / "service.log") as base_url:
+        assert httpx.get(f"{base_url}/readyz", timeout=30).status_code == 200
+        port = base_url.rsplit(":", 1)[1]
+        (server,) = [
+            process
+            for process in Path("/proc").iterdir()
+            if process.name.isdigit() and f"\0--port\0{port}\0" in cmdline(process)
+        ]
+        loaded = (server / "maps").read_text()  # the shared libraries it runs
+    assert "pydantic_core" in loaded  # the maps do name the service's compiled libraries
+    assert "uvloop" not in loaded
+    assert "httptools" not in loaded
