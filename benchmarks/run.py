@@ -39,6 +39,15 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the template's tests/
+from tests.helpers import (
+    UVICORN_AS_SHIPPED,
+    PrimaryWithReplica,
+    host_interpreter,
+    on_python,
+    uv_env,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 # Scratch space: bakes, databases' files, logs (BENCH_WORK lets two runs keep apart).
@@ -49,9 +58,6 @@ SERVER_URL = make_url(
 PYTHON = sys.executable
 # The bakes run with PYTHON, so they are made for it (the default python_version may be newer).
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
-# How the generated service is served: its dependencies bring neither uvloop nor httptools.
-# This environment has both (for B8), and uvicorn would pick them unless told otherwise.
-UVICORN_AS_SHIPPED = ("--loop", "asyncio", "--http", "h11")
 
 
 @dataclass
@@ -340,9 +346,6 @@ def bench_suite(report: Report, repeats: int) -> None:
     on the default Python, in the bake's locked environment; where this machine lacks that
     Python, in the Debian root the template's suite runs such bakes in."""
     from cookiecutter.main import cookiecutter
-
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.helpers import host_interpreter, on_python, uv_env
 
     target = WORK / "suite"
     shutil.rmtree(target, ignore_errors=True)
@@ -1150,9 +1153,6 @@ def bench_replica(project: Project, report: Report, repeats: int, seconds: float
     The pair is started here (tests/helpers.py ``PrimaryWithReplica``): initdb, pg_basebackup
     and streaming replication in a temporary folder, on the same machine as the service.
     """
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.helpers import PrimaryWithReplica
-
     servers = PrimaryWithReplica()
     servers.start()
     try:
