@@ -23,8 +23,13 @@ def detail(response: httpx.Response) -> str:
     ("body", "problem"),
     [
         ({"name": "", "capacity": 1}, "at least 1 character"),
-        ({"name": "   ", "capacity": 1}, "at least 1 character"),
+        ({"name": "   ", "capacity": 1}, "should match pattern"),
         ({"name": "x" * 101, "capacity": 1}, "at most 100 characters"),
+        # The schema's maxLength counts what the client sends, white space included.
+        ({"name": "\t" * 100 + "x", "capacity": 1}, "at most 100 characters"),
+        # Control characters are not visible text, whatever a regex dialect calls white space.
+        ({"name": "\x1c\x1f", "capacity": 1}, "should match pattern"),
+        ({"name": "\ufeff", "capacity": 1}, "should match pattern"),
         ({"name": "nul\x00byte", "capacity": 1}, "should match pattern"),
         ({"name": "ok", "capacity": 0}, "greater than or equal to 1"),
         ({"name": "ok", "capacity": TOO_BIG}, "less than or equal to 100000"),
@@ -246,4 +251,13 @@ def test_the_schema_says_what_text_is_refused() -> None:
     name = app.openapi()["components"]["schemas"]["RoomCreate"]["properties"]["name"]
     assert not re.fullmatch(name["pattern"], "nul\x00byte")
     assert not re.fullmatch(name["pattern"], "   ")
+    assert not re.fullmatch(name["pattern"], "\x1c\x85\ufeff")
     assert re.fullmatch(name["pattern"], " a name ")
+
+
+async def test_names_are_stored_without_surrounding_white_space(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/rooms", json={"name": "\t Room A \n", "capacity": 1})
+    assert response.status_code == 201
+    assert response.json()["name"] == "Room A"

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,24 +40,28 @@ SEGMENT_TEXT_LENGTH = 4_000
 
 
 # No NUL character (PostgreSQL cannot store one in text; SQLite would cut there) and at least
-# one that is not white space. A pattern, so that the OpenAPI schema says it too.
-VISIBLE_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# one visible character: not white space, not a control character, not a byte order mark.
+# Controls and U+FEFF are named because regex dialects disagree on whether they are \s
+# (Python's re, the JSON Schema a client validates with, and pydantic's Rust engine), and
+# the schema must mean the same to all of them. A pattern, so that the OpenAPI schema says it.
+VISIBLE_TEXT = r"^[^\x00]*[^\s\x00-\x1f\x7f-\x9f\ufeff][^\x00]*$"
 
 
 def text_of(max_length: int) -> StringConstraints:
-    """Stripped, non-empty, without NUL and at most ``max_length`` characters long."""
-    return StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=max_length, pattern=VISIBLE_TEXT
-    )
+    """Non-empty visible text without NUL, at most ``max_length`` characters as sent: the
+    length the schema's maxLength gives, white space included."""
+    return StringConstraints(min_length=1, max_length=max_length, pattern=VISIBLE_TEXT)
 
 
-Name = Annotated[str, text_of(NAME_LENGTH)]
-Title = Annotated[str, text_of(NAME_LENGTH * 2)]
-UserId = Annotated[str, text_of(USER_ID_LENGTH)]
-ModelName = Annotated[str, text_of(MODEL_LENGTH)]
-Body = Annotated[str, text_of(TEXT_LENGTH)]
-SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH)]
-SearchText = Annotated[str, text_of(NAME_LENGTH)]
+# After the checks, so that they apply to what was sent: stored without surrounding space.
+STRIPPED = AfterValidator(str.strip)
+Name = Annotated[str, text_of(NAME_LENGTH), STRIPPED]
+Title = Annotated[str, text_of(NAME_LENGTH * 2), STRIPPED]
+UserId = Annotated[str, text_of(USER_ID_LENGTH), STRIPPED]
+ModelName = Annotated[str, text_of(MODEL_LENGTH), STRIPPED]
+Body = Annotated[str, text_of(TEXT_LENGTH), STRIPPED]
+SegmentText = Annotated[str, text_of(SEGMENT_TEXT_LENGTH), STRIPPED]
+SearchText = Annotated[str, text_of(NAME_LENGTH), STRIPPED]
 # A BCP 47 language tag such as "en", "pt-BR" or "zh-Hant-TW".
 Language = Annotated[
     str,
