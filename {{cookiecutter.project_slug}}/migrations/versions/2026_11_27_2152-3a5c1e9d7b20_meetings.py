@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.CheckConstraint("capacity > 0", name=op.f("ck_rooms_capacity_positive")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rooms")),
         sa.UniqueConstraint("name", name=op.f("uq_rooms_name")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "user_sessions",
@@ -69,6 +70,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user_sessions")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("user_sessions", schema=None) as batch_op:
         batch_op.create_index(
@@ -120,6 +122,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transcripts")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("transcripts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_transcripts_room_id"), ["room_id"], unique=False)
@@ -151,6 +154,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_summaries")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("summaries", schema=None) as batch_op:
         batch_op.create_index(

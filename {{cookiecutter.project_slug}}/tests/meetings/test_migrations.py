@@ -125,6 +125,47 @@ async def test_round_trip_leaves_no_trace_and_rebuilds_the_same_schema(
     assert again == first
 
 
+# One row of each table with an integer id, each after the rows it refers to.
+ID_TABLES = {
+    "rooms": "INSERT INTO rooms (name, capacity) VALUES (:text, 1)",
+    "user_sessions": "INSERT INTO user_sessions (user_id, room_id) VALUES (:text, :room)",
+    "transcripts": "INSERT INTO transcripts (room_id, title, language, status)"
+    " VALUES (:room, :text, 'en', 'recording')",
+    "summaries": "INSERT INTO summaries (transcript_id, content, model)"
+    " VALUES (:transcript, :text, 'm')",
+}
+
+
+def ids_of_a_deleted_and_the_next_row(connection: Connection) -> dict[str, tuple[int, int]]:
+    """For each table, the id of its newest row, deleted at once, and of the row after it."""
+    ids: dict[str, tuple[int, int]] = {}
+    parents = {"room": 0, "transcript": 0}
+
+    def insert(table: str, label: str) -> int:
+        row = connection.execute(
+            text(f"{ID_TABLES[table]} RETURNING id"), {**parents, "text": label}
+        )
+        return int(row.scalar_one())
+
+    for table in ID_TABLES:
+        deleted = insert(table, "deleted")
+        connection.execute(text(f"DELETE FROM {table} WHERE id = :id"), {"id": deleted})
+        ids[table] = deleted, insert(table, "next")
+        parents[table.removesuffix("s")] = ids[table][1]
+    return ids
+
+
+async def test_ids_are_never_given_again_after_a_delete(empty_database_url: str) -> None:
+    """A deleted row's id is not reused (SQLite reuses the highest rowid unless AUTOINCREMENT
+    says otherwise; PostgreSQL's identities never do), so a retry's replayed answer or a
+    client's link never names another row: the same on both databases."""
+    ids = await migrate_and_inspect(
+        empty_database_url, [("upgrade", "head")], ids_of_a_deleted_and_the_next_row
+    )
+    assert ids.keys() == ID_TABLES.keys()
+    assert [table for table, (deleted, following) in ids.items() if following <= deleted] == []
+
+
 def insert_summary(connection: Connection) -> None:
     connection.execute(text("INSERT INTO rooms (name, capacity) VALUES ('r', 1)"))
     connection.execute(

@@ -15,6 +15,14 @@ async def test_create_room_returns_it_with_timestamps(client: httpx.AsyncClient)
     assert (await client.get(f"/rooms/{room['id']}")).json() == room
 
 
+async def test_a_deleted_rooms_id_is_never_given_to_another(client: httpx.AsyncClient) -> None:
+    deleted = await post(client, "/rooms", {"name": "Gone", "capacity": 1})
+    assert (await client.delete(f"/rooms/{deleted['id']}")).status_code == 204
+    created = await post(client, "/rooms", {"name": "New", "capacity": 1})
+    assert created["id"] > deleted["id"]
+    assert (await client.get(f"/rooms/{deleted['id']}")).status_code == 404
+
+
 async def test_room_names_are_unique(client: httpx.AsyncClient, room: Json) -> None:
     response = await client.post("/rooms", json={"name": room["name"], "capacity": 2})
     assert response.status_code == 409
