@@ -26,7 +26,7 @@ def upgrade() -> None:
     """Upgrade schema."""
     if op.get_context().dialect.name != "postgresql":
         # SQLite cannot add a constraint in place: batch mode copies the table, and the copy
-        # is told AUTOINCREMENT again (see Base), which reading the table back does not give.
+        # is told AUTOINCREMENT again (IDS_NEVER_REUSED), which reading the table back loses.
         with op.batch_alter_table("summaries", schema=None, table_kwargs=AUTOINCREMENT) as batch_op:
             batch_op.add_column(
                 sa.Column("kind", sa.Text(), server_default="abstract", nullable=False)

@@ -31,6 +31,11 @@ USER_ID_LENGTH = 64
 LANGUAGE_LENGTH = 35  # the longest BCP 47 tag in common use fits
 MODEL_LENGTH = 100
 IDEMPOTENCY_KEY_LENGTH = 255
+# Last in the __table_args__ of a table with an integer id: a deleted row's id is never given
+# to another row, on SQLite as on PostgreSQL (whose identities never reuse one). Without
+# AUTOINCREMENT, SQLite gives the highest id again once its row is deleted, and a stored
+# Idempotency-Key answer or a client's link would come to name another row.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 class TranscriptStatus(enum.StrEnum):
@@ -58,7 +63,7 @@ class Room(TimestampMixin, Base):
     capacity: Mapped[int]
     description: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (CheckConstraint("capacity > 0", name="capacity_positive"),)
+    __table_args__ = (CheckConstraint("capacity > 0", name="capacity_positive"), IDS_NEVER_REUSED)
 
 
 class UserSession(TimestampMixin, Base):
@@ -86,6 +91,7 @@ class UserSession(TimestampMixin, Base):
             postgresql_where=text("left_at IS NULL"),
         ),
         Index("ix_user_sessions_room_id_left_at", "room_id", "left_at"),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -122,6 +128,7 @@ class Transcript(TimestampMixin, Base):
     summaries: Mapped[list[Summary]] = relationship(
         lazy="raise", cascade="all, delete-orphan", passive_deletes=True
     )
+    __table_args__ = IDS_NEVER_REUSED
 
 
 class TranscriptSegment(TimestampMixin, Base):
@@ -165,6 +172,7 @@ class Summary(TimestampMixin, Base):
             "kind IN ({})".format(", ".join(f"'{kind.value}'" for kind in SummaryKind)),
             name="kind_known",
         ),
+        IDS_NEVER_REUSED,
     )
 
 

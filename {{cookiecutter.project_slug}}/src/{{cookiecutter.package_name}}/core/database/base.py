@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Table
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
@@ -45,9 +45,3 @@ class Base(AsyncAttrs, DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), int: BIG_INT}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # SQLite reuses deleted ids unless AUTOINCREMENT; migrations say sqlite_autoincrement=True
-        super().__init_subclass__(**kwargs)
-        if isinstance(table := cls.__dict__.get("__table__"), Table):
-            table.dialect_kwargs["sqlite_autoincrement"] = True

@@ -5,12 +5,14 @@ primary first wrote WAL it has not replayed. Reads take the replicas that are up
 DATABASE_READ_MAX_LAG in turn; one that fails a read (retried on the primary) or a check is
 out until its next good check."""
 
+from __future__ import annotations
+
 import asyncio
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,7 +58,7 @@ class ReadRouter:
     replicas: list[Replica]
     max_lag: float
     _positions: deque[tuple[float, int]] = field(default_factory=deque)
-    _turn: Iterator[int] = field(default_factory=itertools.count)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def pick(self) -> Replica | None:
         """A replica that is up, in turn; None means: read from the primary."""
@@ -80,8 +82,9 @@ class ReadRouter:
 
     async def _check(self, replica: Replica, now: float) -> None:
         try:
-            replayed_lsn = position(replica.engine, "pg_last_wal_replay_lsn()")
-            replayed = await asyncio.wait_for(replayed_lsn, CHECK_TIMEOUT)
+            replayed = await asyncio.wait_for(
+                position(replica.engine, "pg_last_wal_replay_lsn()"), CHECK_TIMEOUT
+            )
         except (SQLAlchemyError, TimeoutError) as error:
             return self.set_state(replica, "down", type(error).__name__)
         if replayed is None:
