@@ -125,33 +125,30 @@ async def test_round_trip_leaves_no_trace_and_rebuilds_the_same_schema(
     assert again == first
 
 
-# One row of each table with an integer id, each after the rows it refers to.
+# One row of each table with an integer id; :rooms and :transcripts are rows inserted before.
 ID_TABLES = {
     "rooms": "INSERT INTO rooms (name, capacity) VALUES (:text, 1)",
-    "user_sessions": "INSERT INTO user_sessions (user_id, room_id) VALUES (:text, :room)",
+    "user_sessions": "INSERT INTO user_sessions (user_id, room_id) VALUES (:text, :rooms)",
     "transcripts": "INSERT INTO transcripts (room_id, title, language, status)"
-    " VALUES (:room, :text, 'en', 'recording')",
+    " VALUES (:rooms, :text, 'en', 'recording')",
     "summaries": "INSERT INTO summaries (transcript_id, content, model)"
-    " VALUES (:transcript, :text, 'm')",
+    " VALUES (:transcripts, :text, 'm')",
 }
 
 
 def ids_of_a_deleted_and_the_next_row(connection: Connection) -> dict[str, tuple[int, int]]:
     """For each table, the id of its newest row, deleted at once, and of the row after it."""
     ids: dict[str, tuple[int, int]] = {}
-    parents = {"room": 0, "transcript": 0}
 
     def insert(table: str, label: str) -> int:
-        row = connection.execute(
-            text(f"{ID_TABLES[table]} RETURNING id"), {**parents, "text": label}
-        )
+        kept = {earlier: following for earlier, (_, following) in ids.items()}
+        row = connection.execute(text(f"{ID_TABLES[table]} RETURNING id"), {**kept, "text": label})
         return int(row.scalar_one())
 
     for table in ID_TABLES:
         deleted = insert(table, "deleted")
         connection.execute(text(f"DELETE FROM {table} WHERE id = :id"), {"id": deleted})
         ids[table] = deleted, insert(table, "next")
-        parents[table.removesuffix("s")] = ids[table][1]
     return ids
 
 
