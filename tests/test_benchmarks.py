@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_a_quick_benchmark_run_reports_every_bench(
     assert "contrast: blocking driver call" in text
     assert "10 writers + 0 readers" in text  # B5: SQLite's writers alone in a worker
     assert "floor: SQLite's write lock held per append" in text  # B5 (append_floor.py)
+    # B5's two workers say where wrk's connections landed (ss); two processes share the load.
+    assert re.search(r"landed \(writers\+readers per worker\): \d+\+\d+ / \d+\+\d+", text)
+    assert "SQLite file, 2 processes of 1 worker, the load spread evenly" in text
     assert "(primary only)" in text  # B6's baseline
     assert "us CPU (off)" in text  # B9's baseline
     assert "- machine:" in text

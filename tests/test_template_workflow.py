@@ -111,7 +111,7 @@ def test_template_workflow_steps_pass_here(
     workflow: dict[Any, Any], postgres: PostgresServer, tmp_path: Path
 ) -> None:
     # .ci/run installs what is missing with apt-get; the test never does, it needs them here.
-    for name in ("wrk", "git", "podman", "buildah", "debootstrap"):
+    for name in ("wrk", "git", "ss", "podman", "buildah", "debootstrap"):
         tool(name)
     if find_pgbouncer() is None:
         skip_or_fail("pgbouncer is not installed")
