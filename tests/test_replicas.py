@@ -104,6 +104,8 @@ def serve(bake: Bake, servers: PrimaryWithReplica, log: Path, max_lag: float) ->
         DATABASE_READ_URL=servers.url("replica", "service"),
         DATABASE_READ_MAX_LAG=str(max_lag),
         DATABASE_POOL_SIZE="4",
+        # Every checkout pings, as one after 30 s idle does: a frozen server meets the ping.
+        DATABASE_POOL_PING_AFTER="0",
         DATABASE_STATEMENT_TIMEOUT=str(STATEMENT_LIMIT),
         DATABASE_READ_STATEMENT_TIMEOUT=str(READ_LIMIT),
         PYTHONPATH=os.pathsep.join([str(bake.wrapper), str(bake.path / "src")]),

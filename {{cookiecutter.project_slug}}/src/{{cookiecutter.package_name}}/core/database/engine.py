@@ -28,9 +28,8 @@ def engine_from_settings(
     pool = {"pool_timeout": s.database_pool_timeout, "pool_size": s.database_pool_size}
     pool |= {"max_overflow": s.database_max_overflow, "pool_recycle": s.database_pool_recycle}
     if url.get_backend_name() == "sqlite":
-        # In-memory: SQLAlchemy's StaticPool, one connection that every session shares.
         memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-        engine = create_async_engine(url, **({} if memory else pool))
+        engine = create_async_engine(url, **({} if memory else pool))  # memory: a StaticPool
         configure_sqlite(engine, s.database_sqlite_busy_timeout_ms, migrating, memory)
     else:
         # The service's name in pg_stat_activity, to tell its connections apart.
@@ -81,14 +80,12 @@ def _given_up(context: ExceptionContext) -> BaseException | None:
 def read_bind(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """``engine`` for reads, in autocommit; not behind PgBouncer, where asyncpg prepares a
     statement in one message, runs it in the next, and a transaction keeps both on one server."""
-    if settings.database_pgbouncer:
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    autocommit = not settings.database_pgbouncer
+    return engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
 
 
 def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> None:
-    """Replace a dead pooled PostgreSQL connection before use: a closed one is known for free,
-    one idle over ``ping_after`` s gets a ping (not pool_pre_ping's three round trips)."""
+    """Before use: a closed pooled connection is replaced, one idle over ``ping_after`` s pinged."""
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
@@ -97,6 +94,9 @@ def check_connections_before_use(engine: AsyncEngine, *, ping_after: float) -> N
         if time.monotonic() - record.info.get("last_used", 0.0) > ping_after:
             try:
                 dbapi_connection.ping()
+            except TimeoutError as error:  # a silent server: connecting again would wait as long,
+                dbapi_connection.driver_connection.terminate()  # and so would a polite close
+                raise exc.OperationalError("ping", None, error) from None
             except Exception as error:
                 raise exc.DisconnectionError("this connection did not answer a ping") from error
 
