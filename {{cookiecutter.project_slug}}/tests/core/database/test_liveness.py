@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.core.config import (
@@ -16,6 +17,7 @@ from {{ cookiecutter.package_name }}.core.config import (
 from {{ cookiecutter.package_name }}.core.database.engine import (
     engine_from_settings,
 )
+from {{ cookiecutter.package_name }}.core.unavailable import unavailable_cause
 
 from tests.harness import settings_for, terminate_backends
 
@@ -114,3 +116,28 @@ async def test_a_connection_the_server_closed_is_replaced_without_a_ping(
     finally:
         await service.dispose()
     assert pings == []
+
+
+async def test_a_ping_that_gets_no_answer_fails_at_once_without_connecting_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_engine(settings, ping_after=0)
+    connects: list[int] = []
+    event.listen(service.sync_engine, "connect", lambda *_: connects.append(1))
+    try:
+        async with service.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+
+        def unanswered(_self: AsyncAdapt_asyncpg_connection) -> None:
+            raise TimeoutError  # as from a frozen server, once the client's limit ran out
+
+        monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", unanswered)
+        with pytest.raises(OperationalError) as raised:
+            await select_one(service)
+    finally:
+        await service.dispose()
+    # A 503 now: neither a polite close nor a new connection, each of which would wait again.
+    assert unavailable_cause(raised.value) == "unreachable"
+    assert driver.is_closed()
+    assert connects == [1]
