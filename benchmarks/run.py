@@ -888,21 +888,23 @@ def bench_appends(project: Project, report: Report, repeats: int, seconds: float
                 runs.append(stream_spread(first, second, seconds))
     postgres_one_worker = median([r[0] for r in results[("PostgreSQL", 1, 1, 5)]])
 
-    def add(where: str, batch: int, readers: int, runs: list[Stream], workers: int) -> None:
+    def add(
+        backend: str, where: str, batch: int, readers: int, runs: list[Stream], workers: int
+    ) -> None:
         rate, p99, read_rate = (median([float(r[i]) for r in runs]) for i in range(3))
         value = f"{rate * batch:,.0f} segments/s ({rate:,.0f} req/s), writer p99 {p99:,.0f} ms"
-        if workers == 2 and "evenly" not in where:  # a worker that served none: 0+0
+        if workers == 2:  # a worker that served none: 0+0
             landed = [r[3] if " / " in r[3] else f"{r[3]} / 0+0" for r in runs]
             value += "; landed (writers+readers per worker): " + ", ".join(landed)
         row = Row(
             "B5",
-            f"append batches of {batch}, {where}",
+            f"append batches of {batch}, {backend}, {where}",
             value,
             f"PostgreSQL 1 worker {postgres_one_worker:,.0f} req/s"
             + (f"; readers {read_rate:,.0f} req/s" if readers else ""),
             f"{rate / postgres_one_worker:.2f}x" if batch == 1 else "",
         )
-        if where.startswith("SQLite file") and batch == 1 and readers:
+        if backend == "SQLite file" and batch == 1 and readers:
             row.target = "p99 <= 300 ms" if workers == 1 else "p99 <= 200 ms, >= 1.0x"
             ok = p99 <= 300 if workers == 1 else p99 <= 200 and rate >= postgres_one_worker
             row.met = verdict(ok)
@@ -910,16 +912,11 @@ def bench_appends(project: Project, report: Report, repeats: int, seconds: float
 
     for (backend, workers, batch, readers), runs in results.items():
         plural = "s" * (workers > 1)
-        add(
-            f"{backend}, {workers} worker{plural}, 10 writers + {readers} readers",
-            batch,
-            readers,
-            runs,
-            workers,
-        )
+        where = f"{workers} worker{plural}, 10 writers + {readers} readers"
+        add(backend, where, batch, readers, runs, workers)
         if (workers, batch) == (2, 1):
             where = "2 processes of 1 worker, the load spread evenly: 5 writers + 3 readers, 5 + 2"
-            add(f"{backend}, {where}", 1, 5, spread[backend], 2)
+            add(backend, where, 1, 5, spread[backend], 2)
     # SQLite's lock is one for every process: appends/s can never beat 1 / this hold.
     output = run(
         [PYTHON, str(HERE / "append_floor.py"), str(round(200 * seconds))],
@@ -971,7 +968,7 @@ def stream(base: str, seconds: float, batch: int, readers: int, writers: int = 1
 
 def stream_spread(first: str, second: str, seconds: float) -> Stream:
     """stream()'s load spread over two servers at once (5 writers + 3 readers, 5 + 2):
-    appends/s and reads/s of both, and the higher of their p99s."""
+    appends/s and reads/s of both, the higher of their p99s, and where each landed."""
     with ThreadPoolExecutor(2) as pool:
         one, two = pool.map(
             lambda args: stream(*args), [(first, seconds, 1, 3, 5), (second, seconds, 1, 2, 5)]
